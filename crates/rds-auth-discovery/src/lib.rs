@@ -1,0 +1,1 @@
+//! rds-auth-discovery

@@ -1,0 +1,1 @@
+//! rds-auth-io: lands in a following commit.

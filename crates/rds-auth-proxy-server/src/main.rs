@@ -1,0 +1,3 @@
+//! rds-auth-proxy-server: placeholder until the proxies issue.
+
+fn main() {}

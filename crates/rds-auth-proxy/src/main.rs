@@ -1,0 +1,3 @@
+//! rds-auth-proxy: placeholder until the proxies issue.
+
+fn main() {}

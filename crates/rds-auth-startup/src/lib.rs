@@ -1,0 +1,1 @@
+//! rds-auth-startup: lands in a following commit.

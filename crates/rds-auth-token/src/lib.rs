@@ -1,0 +1,1 @@
+//! rds-auth-token: lands in a following commit.
