@@ -127,9 +127,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
 const FORBIDDEN_FEATURES: &[(&str, &str, &[&str])] =
     &[("rds-auth-token", "tokio", &["net", "rt", "io-util", "time", "process", "fs"])];
 
-/// Crates only the binaries may use: configuration, CLI and output formatting live at the edge.
+/// Crates only the binaries (and `rds-auth-cli`, the edge they share) may use: configuration,
+/// CLI and output formatting live at the edge.
 const EDGE_ONLY: &[&str] = &["figment", "clap", "miette", "tracing-subscriber", "inquire", "indicatif"];
-const BINARIES: &[&str] = &["rds-auth-proxy", "rds-auth-proxy-server", "xtask"];
+const BINARIES: &[&str] = &["rds-auth-proxy", "rds-auth-proxy-server", "rds-auth-cli", "xtask"];
 
 pub(crate) fn deps(sh: &Shell) -> anyhow::Result<()> {
     step("dependency direction");

@@ -1,1 +1,28 @@
-//! rds-auth-client
+//! The client proxy: it runs on a laptop, next to the user's AWS credentials.
+//!
+//! What it owns, per connection on a local listener:
+//! 1. the startup negotiation toward any Postgres client (`rds_auth_io::accept`): `N` to
+//!    SSLRequest and GSSENCRequest unless local TLS is on, direct TLS only with local TLS;
+//! 2. protocol negotiation: any 3.x is accepted and answered with NegotiateProtocolVersion when
+//!    the client asked for more than 3.2 or sent `_pq_.` options, which are stripped;
+//! 3. the credential: an IAM token signed (or reused from the [`TokenCache`]) for exactly the
+//!    startup user and the target's endpoint, port and region, a static password, or nothing
+//!    in passthrough mode;
+//! 4. the startup rewrite (`rds_auth_startup::inject`) and the connection to the server proxy:
+//!    direct TLS 1.3 with ALPN `postgresql`, the server proxy verified against a configured CA,
+//!    the user's client certificate presented;
+//! 5. relaying the startup tail, then bytes, until either side ends.
+//!
+//! What it does not do: read configuration files, or talk to AWS except through the
+//! credential provider it is given. The binary `rds-auth-proxy` builds the [`Target`]s.
+//!
+//! [`TokenCache`]: rds_auth_token::TokenCache
+
+mod error;
+mod proxy;
+mod session;
+mod target;
+
+pub use crate::error::ClientError;
+pub use crate::proxy::{Listener, Shared, run};
+pub use crate::target::{Route, ServerProxy, Target, TargetAuth};

@@ -1,6 +1,8 @@
 //! The async plumbing both proxies share, over tokio and rustls.
 //!
 //! What it owns:
+//! - [`accept`]: the startup negotiation both proxies run as servers: encryption requests,
+//!   direct TLS with ALPN, each request once, no early data;
 //! - [`PgStream`]: reading whole startup packets and messages through the pure codec, with a
 //!   read buffer that is never lost: it can be checked for early data before TLS starts and is
 //!   handed on intact when a session switches to relaying;
@@ -13,9 +15,11 @@
 //!   alone, knows the ReadyForQuery status and how many queries are in flight, counts bytes,
 //!   propagates half-closes, and can end a session at a message boundary.
 //!
-//! What it does not do: decide anything about the protocol. Which packet is allowed when, and
+//! What it does not do: decide anything after the StartupMessage. What a session may do, and
 //! what to answer, is the proxies' business.
 
+pub mod accept;
+pub mod certgen;
 mod error;
 mod pg_stream;
 pub mod relay;

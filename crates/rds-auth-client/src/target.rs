@@ -1,0 +1,80 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::SharedCredentialsProvider;
+use rds_auth_startup::{Endpoint, Secret};
+use rustls::pki_types::ServerName;
+
+/// How a target's sessions authenticate to the database.
+#[derive(Clone)]
+pub enum TargetAuth {
+    /// A token signed per connection with the user's AWS credentials.
+    Iam,
+    /// A static password, from the environment or a prompt.
+    Password(Secret),
+    /// The client's own authentication flows end to end.
+    Passthrough,
+}
+
+impl TargetAuth {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetAuth::Iam => "iam",
+            TargetAuth::Password(_) => "password",
+            TargetAuth::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl fmt::Debug for TargetAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A server proxy the client proxy forwards sessions to.
+#[derive(Debug)]
+pub struct ServerProxy {
+    pub name: String,
+    /// `host:port` to connect to.
+    pub address: String,
+    /// The name the server proxy's certificate must carry.
+    pub server_name: ServerName<'static>,
+    /// Verifies the server proxy against its CA and presents the user's client certificate.
+    pub tls: Arc<rustls::ClientConfig>,
+    pub connect_timeout: Duration,
+}
+
+/// Where a target's sessions go.
+#[derive(Debug, Clone)]
+pub enum Route {
+    ServerProxy(Arc<ServerProxy>),
+}
+
+/// A database a local listener leads to.
+#[derive(Clone)]
+pub struct Target {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub region: String,
+    pub database: Option<String>,
+    pub auth: TargetAuth,
+    pub route: Route,
+    /// Signs this target's tokens: a principal in the database's account.
+    pub credentials: SharedCredentialsProvider,
+    /// Names the credentials in hints, for example the AWS profile.
+    pub credentials_label: String,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("auth", &self.auth)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,299 @@
+//! The server proxy's settings: the file format, and its conversion into the library's
+//! `ServerConfig`, which validates every value before any port is bound.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rds_auth_cli::config::{ConfigError, Loaded};
+use rds_auth_cli::telemetry::LogFormat;
+use rds_auth_io::relay::RelayConfig;
+use rds_auth_io::tls::{self, ALPN_POSTGRESQL, ClientAuth, Identity};
+use rds_auth_server::{Allowlist, AuthMode, AuthModes, ServerConfig, TargetRule};
+use rds_auth_startup::Endpoint;
+use rds_auth_upstream::{Resolver, UpstreamConfig};
+use serde::{Deserialize, Serialize};
+
+pub(crate) const DEFAULT_PATH: &str = "/etc/rds-auth-proxy/server.toml";
+pub(crate) const ENV_PREFIX: &str = "RDS_AUTH_SERVER_";
+
+/// The whole file. Every key is documented in docs/configuration.md.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Settings {
+    pub(crate) listen: Listen,
+    pub(crate) upstream: Upstream,
+    pub(crate) targets: Vec<TargetSetting>,
+    pub(crate) limits: Limits,
+    pub(crate) log: Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum TlsMode {
+    /// TLS is required: direct TLS or SSLRequest then TLS.
+    Required,
+    /// Plaintext only, for a deployment reached solely through a port-forward.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ClientAuthSetting {
+    /// A client certificate signed by `client_ca` is required (mutual TLS).
+    Required,
+    /// No client certificate is asked for.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Listen {
+    pub(crate) address: String,
+    pub(crate) tls: TlsMode,
+    pub(crate) cert: Option<PathBuf>,
+    pub(crate) key: Option<PathBuf>,
+    pub(crate) client_auth: ClientAuthSetting,
+    pub(crate) client_ca: Option<PathBuf>,
+    pub(crate) tls13_only: bool,
+}
+
+impl Default for Listen {
+    fn default() -> Listen {
+        Listen {
+            address: "0.0.0.0:5432".into(),
+            tls: TlsMode::Required,
+            cert: None,
+            key: None,
+            client_auth: ClientAuthSetting::Required,
+            client_ca: None,
+            tls13_only: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Upstream {
+    pub(crate) ca_file: PathBuf,
+    #[serde(with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    pub(crate) connect_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub(crate) auth_timeout: Duration,
+    pub(crate) resolve: BTreeMap<String, Vec<IpAddr>>,
+}
+
+impl Default for Upstream {
+    fn default() -> Upstream {
+        Upstream {
+            ca_file: "/etc/rds-auth-proxy/rds-global-bundle.pem".into(),
+            connect_timeout: Duration::from_secs(5),
+            connect_attempts: 3,
+            auth_timeout: Duration::from_secs(30),
+            resolve: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum AuthModeSetting {
+    Iam,
+    Password,
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TargetSetting {
+    pub(crate) endpoint: String,
+    #[serde(default = "default_auth")]
+    pub(crate) auth: Vec<AuthModeSetting>,
+}
+
+fn default_auth() -> Vec<AuthModeSetting> {
+    vec![AuthModeSetting::Iam]
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Limits {
+    #[serde(with = "humantime_serde")]
+    pub(crate) startup_timeout: Duration,
+    pub(crate) max_startup_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub(crate) token_clock_skew: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            startup_timeout: Duration::from_secs(15),
+            max_startup_bytes: 32 * 1024,
+            token_clock_skew: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Log {
+    pub(crate) format: LogFormat,
+    pub(crate) level: String,
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Flags that override the file and the environment; `None` overrides nothing.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listen: Option<ListenFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) log: Option<LogFlags>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct ListenFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct LogFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) level: Option<String>,
+}
+
+/// Validates the settings and builds the library configuration and the listen address.
+pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConfig), ConfigError> {
+    let settings = &loaded.value;
+    let listen: SocketAddr = settings.listen.address.parse().map_err(|_| {
+        loaded.error_at("listen.address", "expected an address:port such as 0.0.0.0:5432", "")
+    })?;
+    let tls = match settings.listen.tls {
+        TlsMode::Disabled => None,
+        TlsMode::Required => Some(listener_tls(loaded)?),
+    };
+    let roots = tls::load_roots(&settings.upstream.ca_file).map_err(|e| {
+        loaded.error_at(
+            "upstream.ca_file",
+            e.to_string(),
+            "point it at the RDS global bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem) or your database CA",
+        )
+    })?;
+    let upstream_tls = tls::client_config(roots, None, &[], false)
+        .map_err(|e| loaded.error_at("upstream.ca_file", e.to_string(), ""))?;
+    let mut seen = HashSet::new();
+    let mut rules = Vec::new();
+    for (i, target) in settings.targets.iter().enumerate() {
+        let endpoint = Endpoint::parse(target.endpoint.as_bytes()).map_err(|e| {
+            loaded.error_at(
+                &format!("targets.{i}.endpoint"),
+                e.to_string(),
+                "write the exact endpoint name and port, as host:port",
+            )
+        })?;
+        if !seen.insert(endpoint.clone()) {
+            return Err(loaded.error_at(
+                &format!("targets.{i}.endpoint"),
+                "listed twice",
+                "list each target once",
+            ));
+        }
+        if target.auth.is_empty() {
+            return Err(loaded.error_at(
+                &format!("targets.{i}.auth"),
+                "no auth mode",
+                "use [\"iam\"], [\"password\"] or [\"passthrough\"]",
+            ));
+        }
+        let modes: Vec<AuthMode> = target
+            .auth
+            .iter()
+            .map(|m| match m {
+                AuthModeSetting::Iam => AuthMode::Iam,
+                AuthModeSetting::Password => AuthMode::Password,
+                AuthModeSetting::Passthrough => AuthMode::Passthrough,
+            })
+            .collect();
+        rules.push(TargetRule { endpoint, modes: AuthModes::from_modes(&modes), source: "static".into() });
+    }
+    if settings.limits.max_startup_bytes < ServerConfig::MIN_STARTUP_LEN {
+        return Err(loaded.error_at(
+            "limits.max_startup_bytes",
+            format!(
+                "must be at least {} to hold a token with a session token",
+                ServerConfig::MIN_STARTUP_LEN
+            ),
+            "",
+        ));
+    }
+    if settings.upstream.connect_attempts == 0 {
+        return Err(loaded.error_at("upstream.connect_attempts", "must be at least 1", ""));
+    }
+    let resolve: HashMap<String, Vec<IpAddr>> = settings.upstream.resolve.clone().into_iter().collect();
+    let config = ServerConfig {
+        require_client_cert: tls.is_some() && settings.listen.client_auth == ClientAuthSetting::Required,
+        tls,
+        allowlist: RwLock::new(Arc::new(Allowlist::new(rules))),
+        upstream: UpstreamConfig {
+            tls: upstream_tls,
+            resolver: Resolver::new(resolve),
+            connect_timeout: settings.upstream.connect_timeout,
+            connect_attempts: settings.upstream.connect_attempts,
+            auth_timeout: settings.upstream.auth_timeout,
+        },
+        startup_timeout: settings.limits.startup_timeout,
+        max_startup_len: settings.limits.max_startup_bytes,
+        token_clock_skew: settings.limits.token_clock_skew,
+        relay: RelayConfig::default(),
+        drain_timeout: settings.limits.drain_timeout,
+    };
+    Ok((listen, config))
+}
+
+fn listener_tls(loaded: &Loaded<Settings>) -> Result<Arc<rustls::ServerConfig>, ConfigError> {
+    let listen = &loaded.value.listen;
+    let required = |key: &str| {
+        loaded.error_at(
+            key,
+            "required when listen.tls = \"required\"",
+            "create certificates with `rds-auth-proxy-server gen-certs --out DIR`",
+        )
+    };
+    let cert = listen.cert.as_ref().ok_or_else(|| required("listen.cert"))?;
+    let key = listen.key.as_ref().ok_or_else(|| required("listen.key"))?;
+    let chain = tls::load_certs(cert).map_err(|e| loaded.error_at("listen.cert", e.to_string(), ""))?;
+    let key = tls::load_key(key).map_err(|e| loaded.error_at("listen.key", e.to_string(), ""))?;
+    let client_auth = match listen.client_auth {
+        ClientAuthSetting::None => ClientAuth::None,
+        ClientAuthSetting::Required => {
+            let ca = listen.client_ca.as_ref().ok_or_else(|| {
+                loaded.error_at(
+                    "listen.client_ca",
+                    "required when listen.client_auth = \"required\"",
+                    "point it at the CA that signs the client proxies' certificates",
+                )
+            })?;
+            ClientAuth::Required(
+                tls::load_roots(ca).map_err(|e| loaded.error_at("listen.client_ca", e.to_string(), ""))?,
+            )
+        }
+    };
+    tls::server_config(Identity { chain, key }, client_auth, &[ALPN_POSTGRESQL], listen.tls13_only).map_err(
+        |e| loaded.error_at("listen.cert", e.to_string(), "the certificate and key must belong together"),
+    )
+}

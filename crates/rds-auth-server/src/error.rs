@@ -1,0 +1,108 @@
+use std::time::{Duration, SystemTime};
+
+use rds_auth_codec::{ErrorFields, SqlState, WireError};
+use rds_auth_startup::{Endpoint, StartupError};
+use rds_auth_upstream::UpstreamError;
+
+use crate::AuthMode;
+
+/// A session the server proxy refuses or loses. Each variant becomes a FATAL ErrorResponse
+/// with fixed text: no token, password or inner error's `Display` ever reaches a client.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("the server proxy accepts only TLS connections")]
+    PlaintextRefused,
+    #[error("target {target} is not allowed by the server proxy")]
+    NotAllowed { target: Endpoint },
+    #[error("target {target} does not accept {mode} authentication")]
+    ModeRefused { mode: AuthMode, target: Endpoint },
+    #[error("the credential for {target} is not a readable IAM token")]
+    TokenUnreadable { target: Endpoint },
+    #[error("the IAM token was signed for {signed_for}, but the target is {target}")]
+    TokenTarget { signed_for: String, target: Endpoint },
+    #[error("the IAM token was signed for user \"{signed_for}\", but the session's user is \"{user}\"")]
+    TokenUser { signed_for: String, user: String },
+    #[error("the IAM token is not valid yet: it was signed {} s in the future", ahead.as_secs())]
+    TokenNotYetValid { ahead: Duration, signed_at: SystemTime },
+    #[error("the IAM token expired {} s ago", ago.as_secs())]
+    TokenExpired { ago: Duration, signed_at: SystemTime },
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+const CLOCK_HINT: &str = "check the clock of the machine running the client proxy (enable NTP); \
+an IAM token is valid for 15 minutes from the time it was signed";
+
+impl SessionError {
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            SessionError::Wire(e) => e.sqlstate(),
+            SessionError::Startup(e) => e.sqlstate(),
+            SessionError::Upstream(e) => e.sqlstate(),
+            _ => SqlState::INVALID_AUTHORIZATION,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SessionError::Wire(_) => "protocol",
+            SessionError::Startup(_) => "startup",
+            SessionError::PlaintextRefused => "plaintext",
+            SessionError::NotAllowed { .. } => "not_allowed",
+            SessionError::ModeRefused { .. } => "auth_mode",
+            SessionError::TokenUnreadable { .. }
+            | SessionError::TokenTarget { .. }
+            | SessionError::TokenUser { .. } => "token",
+            SessionError::TokenNotYetValid { .. } | SessionError::TokenExpired { .. } => "token_window",
+            SessionError::Upstream(UpstreamError::Rejected(_)) => "rejected_by_database",
+            SessionError::Upstream(e) if e.is_client_side() => "client",
+            SessionError::Upstream(_) => "upstream",
+        }
+    }
+
+    pub fn to_error_fields(&self) -> ErrorFields {
+        let fatal = |hint: &str| ErrorFields::fatal(self.sqlstate(), self.to_string()).hint(hint);
+        match self {
+            SessionError::Wire(_) => {
+                fatal("the client does not speak the PostgreSQL protocol, or its packet was damaged")
+            }
+            SessionError::Startup(e) => fatal(e.hint()),
+            SessionError::PlaintextRefused => fatal(
+                "connect through the rds-auth-proxy client, which uses mutual TLS to reach the server proxy",
+            ),
+            SessionError::NotAllowed { .. } => ErrorFields::fatal(self.sqlstate(), self.to_string())
+                .detail(
+                    "rule: a target must be on the server proxy's allowlist, by exact endpoint name and port",
+                )
+                .hint(
+                    "check the target's endpoint and port, or ask the server proxy's operators to allow it",
+                ),
+            SessionError::ModeRefused { .. } => fatal(
+                "choose an auth mode the server proxy accepts for this target (its configuration decides)",
+            ),
+            SessionError::TokenUnreadable { .. } => {
+                fatal("check that the client proxy uses auth mode iam for this target")
+            }
+            SessionError::TokenTarget { .. } => fatal(
+                "the client proxy must sign for the exact endpoint and port of the target; check its target configuration",
+            ),
+            SessionError::TokenUser { .. } => {
+                fatal("the client proxy signs for the startup user; check the client proxy's version")
+            }
+            SessionError::TokenNotYetValid { signed_at, .. }
+            | SessionError::TokenExpired { signed_at, .. } => {
+                let signed = humantime::format_rfc3339_seconds(*signed_at);
+                let now = humantime::format_rfc3339_seconds(SystemTime::now());
+                ErrorFields::fatal(self.sqlstate(), self.to_string())
+                    .detail(format!("token signed at {signed}; server proxy time {now}"))
+                    .hint(CLOCK_HINT)
+            }
+            SessionError::Upstream(e) => e.to_error_fields(),
+        }
+    }
+}
