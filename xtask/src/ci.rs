@@ -3,7 +3,7 @@
 use anyhow::{Context, bail, ensure};
 use xshell::{Shell, cmd};
 
-use crate::step;
+use crate::{images, step};
 
 /// Everything, in the order a failure is cheapest to find.
 pub(crate) fn ci(sh: &Shell) -> anyhow::Result<()> {
@@ -35,12 +35,17 @@ pub(crate) fn lint(sh: &Shell) -> anyhow::Result<()> {
 }
 
 /// Builds every target with one workspace-wide command, so features unify once and the
-/// binaries the end-to-end tests run are the ones just compiled, then runs every test.
+/// binaries the end-to-end tests run are the ones just compiled, builds the local images, then
+/// runs every test. Test containers left behind by an earlier run, or by this one, are removed.
 pub(crate) fn test(sh: &Shell) -> anyhow::Result<()> {
     step("cargo build --workspace --all-targets");
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
+    images::build(sh)?;
+    let _ = images::remove_leftover_containers(sh);
     step("cargo test --workspace");
-    cmd!(sh, "cargo test --workspace --locked").run()?;
+    let tested = cmd!(sh, "cargo test --workspace --locked").run();
+    let _ = images::remove_leftover_containers(sh);
+    tested?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub(crate) enum Command {
     Tidy,
     Deps,
     Test,
+    Images,
     Demo,
 }
 
@@ -23,7 +24,9 @@ cargo xtask <command>
   lint     clippy on all targets with -D warnings
   tidy     crate hygiene: lints, versions, //! headers, no dbg!/todo!
   deps     dependency-direction checks (cargo tree -i)
-  test     build everything and run every test
+  test     build everything, build the local images, and run every test
+  images   build the local container images the end-to-end tests run
+           (mmdebstrap | docker import; skipped when the recipe is unchanged)
   demo     explain and run the local demo of the whole path
 ";
 
@@ -52,6 +55,7 @@ pub(crate) fn parse(args: Vec<String>) -> anyhow::Result<Command> {
         "tidy" => no_args(Command::Tidy),
         "deps" => no_args(Command::Deps),
         "test" => no_args(Command::Test),
+        "images" => no_args(Command::Images),
         "demo" => no_args(Command::Demo),
         other => bail!("unknown command {other:?}; run `cargo xtask --help`"),
     }

@@ -3,6 +3,7 @@
 
 mod ci;
 mod flags;
+mod images;
 
 use std::path::PathBuf;
 
@@ -23,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Tidy => ci::tidy(&sh),
         flags::Command::Deps => ci::deps(&sh),
         flags::Command::Test => ci::test(&sh),
+        flags::Command::Images => images::build(&sh),
         flags::Command::Demo => ci::demo(&sh),
     }
 }

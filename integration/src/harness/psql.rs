@@ -1,0 +1,98 @@
+//! The real `psql`, run with libpq's environment variables, for checks that must not depend
+//! on our own client code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::harness::HarnessError;
+
+/// One `psql -c` invocation. The password goes through `PGPASSWORD`, never the command line.
+#[derive(Debug, Clone)]
+pub struct Psql {
+    /// The host name libpq connects to and checks the certificate against.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    pub password: Option<String>,
+    /// `PGSSLMODE`: `verify-full` unless a test says otherwise.
+    pub sslmode: String,
+    /// `PGSSLROOTCERT`.
+    pub root_cert: Option<PathBuf>,
+}
+
+/// What psql did.
+#[derive(Debug, Clone)]
+pub struct PsqlOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Psql {
+    /// psql to `addr` as `user` on database `postgres`, `verify-full` against `root_cert`.
+    pub fn new(addr: SocketAddr, user: &str, root_cert: PathBuf) -> Psql {
+        Psql {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            user: user.to_owned(),
+            dbname: "postgres".to_owned(),
+            password: None,
+            sslmode: "verify-full".to_owned(),
+            root_cert: Some(root_cert),
+        }
+    }
+
+    pub fn password(mut self, password: &str) -> Psql {
+        self.password = Some(password.to_owned());
+        self
+    }
+
+    pub fn dbname(mut self, dbname: &str) -> Psql {
+        dbname.clone_into(&mut self.dbname);
+        self
+    }
+
+    /// Runs `sql` with unaligned, tuples-only output (`-XAtc`), within 30 seconds.
+    pub async fn run(&self, sql: &str) -> Result<PsqlOutput, HarnessError> {
+        let program = if std::path::Path::new("/usr/bin/psql").is_file() { "/usr/bin/psql" } else { "psql" };
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.dbname)
+            .env("PGSSLMODE", &self.sslmode)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env("PGAPPNAME", "rds-auth-e2e")
+            // Nothing from the environment or ~/.pgpass may change what is tested.
+            .env("PGPASSFILE", "/dev/null")
+            .env("PGSERVICEFILE", "/dev/null")
+            .env_remove("PGPASSWORD")
+            .env_remove("PGSSLROOTCERT")
+            .env_remove("PGHOSTADDR")
+            .env_remove("PGOPTIONS")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        if let Some(root_cert) = &self.root_cert {
+            command.env("PGSSLROOTCERT", root_cert);
+        }
+        let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s");
+        let output = tokio::time::timeout(Duration::from_secs(30), command.output())
+            .await
+            .map_err(timed_out)
+            .and_then(|output| output)
+            .map_err(HarnessError::io(format!("cannot run {program}")))?;
+        Ok(PsqlOutput {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}

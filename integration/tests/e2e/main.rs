@@ -1,0 +1,15 @@
+//! End-to-end tests: real Postgres in containers, driven by real clients.
+//!
+//! One test binary, with a module per area. The tests need a Docker engine and the local
+//! images: `cargo xtask test` builds both the binaries and the images, then runs everything;
+//! `cargo xtask images` followed by `cargo test --workspace --test e2e` runs just these. A
+//! missing engine or image fails the tests with a hint; nothing is skipped.
+//!
+//! - `standin`: the RDS stand-in accepts and refuses IAM tokens as RDS does, on both its
+//!   listeners, and its password users log in with Postgres's own methods;
+//! - `harness`: other containers reach the stand-in by its alias on the test network, and the
+//!   harness cleans up and fails loudly.
+
+mod harness;
+mod standin;
+mod support;
