@@ -41,6 +41,7 @@ pub(crate) fn test(sh: &Shell) -> anyhow::Result<()> {
     step("cargo build --workspace --all-targets");
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
     images::build(sh)?;
+    images::server_image(sh, "debug")?;
     let _ = images::remove_leftover_containers(sh);
     step("cargo test --workspace");
     let tested = cmd!(sh, "cargo test --workspace --locked").run();
@@ -49,17 +50,16 @@ pub(crate) fn test(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn demo(_sh: &Shell) -> anyhow::Result<()> {
-    step("demo");
-    #[allow(clippy::print_stdout, reason = "the demo talks to the person running it")]
-    {
-        println!(
-            "The demo brings up the whole path on this machine: Postgres behind an RDS \
-             stand-in that checks IAM tokens, the server proxy in a container, and the client \
-             proxy in the foreground with a target `demo`, printing the psql line to use. It \
-             arrives with the two proxies."
-        );
-    }
+pub(crate) fn demo(sh: &Shell) -> anyhow::Result<()> {
+    step("cargo build --workspace --all-targets");
+    cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
+    images::build(sh)?;
+    images::server_image(sh, "debug")?;
+    step("demo: the stand-in, the server proxy and the client proxy");
+    let demo = crate::project_root().join("target/debug/rds-auth-demo");
+    // The demo prompts and waits for Ctrl-C: it runs in the foreground with this terminal.
+    let status = std::process::Command::new(demo).status()?;
+    anyhow::ensure!(status.success(), "the demo ended with {status}");
     Ok(())
 }
 

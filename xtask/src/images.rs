@@ -173,13 +173,60 @@ fn import(recipe: &Recipe, hash: &str) -> anyhow::Result<()> {
 
 /// Removes containers and networks the end-to-end tests left behind (a test binary that was
 /// killed, or a shared container that outlived its process), found by [`TEST_LABEL`].
+/// The server-proxy image the tests run.
+pub(crate) const SERVER_IMAGE: &str = "rds-auth-proxy-test/server:latest";
+/// The label holding the SHA-256 of the server binary an image was built from; the test
+/// harness refuses an image whose label does not match the binary on disk.
+const BINARY_LABEL: &str = "rds-auth-proxy.binary-sha256";
+
+/// Builds the server-proxy image from the binary just compiled, on the cached base image, so
+/// a stale binary is never tested. It takes a second: one layer with one file.
+pub(crate) fn server_image(sh: &Shell, profile: &str) -> anyhow::Result<()> {
+    let binary = crate::project_root().join("target").join(profile).join("rds-auth-proxy-server");
+    ensure!(
+        binary.exists(),
+        "{} is missing: build it first (cargo build --workspace --all-targets)",
+        binary.display()
+    );
+    let sha = cmd!(sh, "sha256sum {binary}").read()?;
+    let sha = sha.split_whitespace().next().unwrap_or_default().to_owned();
+    let format = format!("{{{{index .Config.Labels \"{BINARY_LABEL}\"}}}}");
+    let current = cmd!(sh, "docker image inspect --format {format} {SERVER_IMAGE}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if current.trim() == sha {
+        step(&format!("{SERVER_IMAGE} is up to date"));
+        return Ok(());
+    }
+    step(&format!("building {SERVER_IMAGE}"));
+    let context = sh.create_temp_dir()?;
+    let dir = context.path();
+    sh.copy_file(&binary, dir.join("rds-auth-proxy-server"))?;
+    sh.write_file(
+        dir.join("Dockerfile"),
+        format!(
+            "FROM rds-auth-proxy-test/base:bookworm\n\
+             COPY rds-auth-proxy-server /usr/local/bin/rds-auth-proxy-server\n\
+             LABEL {BINARY_LABEL}={sha} {TEST_LABEL}\n\
+             USER 65532:65532\n\
+             EXPOSE 5432 9090\n\
+             ENTRYPOINT [\"/usr/local/bin/rds-auth-proxy-server\"]\n"
+        ),
+    )?;
+    cmd!(sh, "docker build --quiet --tag {SERVER_IMAGE} {dir}").quiet().ignore_stdout().run()?;
+    Ok(())
+}
+
 pub(crate) fn remove_leftover_containers(sh: &Shell) -> anyhow::Result<()> {
     let filter = format!("label={TEST_LABEL}");
     let containers = cmd!(sh, "docker ps --all --quiet --filter {filter}").quiet().ignore_stderr().read()?;
     let containers: Vec<&str> = containers.split_whitespace().collect();
     if !containers.is_empty() {
         step(&format!("removing {} leftover test container(s)", containers.len()));
-        cmd!(sh, "docker rm --force --volumes {containers...}").quiet().ignore_stdout().run()?;
+        // Containers that remove themselves may already be on their way out: not an error.
+        let _ = cmd!(sh, "docker rm --force --volumes {containers...}").quiet().ignore_stdout().ignore_stderr().run();
     }
     let networks = cmd!(sh, "docker network ls --quiet --filter {filter}").quiet().ignore_stderr().read()?;
     let networks: Vec<&str> = networks.split_whitespace().collect();

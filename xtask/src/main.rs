@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Tidy => ci::tidy(&sh),
         flags::Command::Deps => ci::deps(&sh),
         flags::Command::Test => ci::test(&sh),
-        flags::Command::Images => images::build(&sh),
+        flags::Command::Images => images::build(&sh).and_then(|()| images::server_image(&sh, "debug")),
         flags::Command::Demo => ci::demo(&sh),
     }
 }

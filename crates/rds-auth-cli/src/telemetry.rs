@@ -43,11 +43,21 @@ impl fmt::Display for LogFormat {
 const QUIET_AWS: &str = "aws_config=error,aws_smithy_runtime=error,aws_smithy_http_client=error,aws_sdk_sts=error,aws_sdk_sso=error";
 
 /// Installs the global subscriber. `filter` uses `tracing_subscriber`'s directive syntax,
-/// for example `info` or `info,rds_auth_server=debug`.
+/// for example `info` or `info,rds_auth_server=debug`. Whatever it says, aws-sigv4 logs at
+/// info at most, because its trace lines carry session tokens.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     // The AWS SDK reports every step of its credential and region chains at warn level, raw
     // HTTP responses included; unless asked for, only its errors are shown.
-    let directives = if filter.contains("aws") { filter.to_owned() } else { format!("{filter},{QUIET_AWS}") };
+    let mut directives =
+        if filter.contains("aws") { filter.to_owned() } else { format!("{filter},{QUIET_AWS}") };
+    // aws-sigv4 traces the canonical request it signs, which holds the session token of
+    // temporary credentials. No filter may turn that on: its directives are replaced.
+    directives = directives
+        .split(',')
+        .filter(|d| !d.trim_start().starts_with("aws_sigv4"))
+        .collect::<Vec<_>>()
+        .join(",");
+    directives.push_str(",aws_sigv4=info");
     let filter =
         EnvFilter::try_new(&directives).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
@@ -65,4 +75,15 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
             .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert!("xml".parse::<LogFormat>().is_err());
+    }
 }

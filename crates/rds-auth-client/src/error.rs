@@ -18,6 +18,8 @@ pub enum ClientError {
     ServerProxyUnreachable { name: String, address: String },
     #[error("TLS with the server proxy {name} failed")]
     ServerProxyTls { name: String },
+    #[error("the server proxy {name} refused the client certificate")]
+    ClientCertificateRefused { name: String },
     #[error("the server proxy closed the connection during startup")]
     ServerProxyClosed,
     #[error("the server proxy sent bytes that are not the protocol")]
@@ -35,9 +37,9 @@ impl ClientError {
             ClientError::Wire(e) => e.sqlstate(),
             ClientError::Startup(e) => e.sqlstate(),
             ClientError::Credentials { .. } | ClientError::Token(_) => SqlState::INVALID_AUTHORIZATION,
-            ClientError::ServerProxyUnreachable { .. } | ClientError::ServerProxyTls { .. } => {
-                SqlState::UNABLE_TO_CONNECT
-            }
+            ClientError::ServerProxyUnreachable { .. }
+            | ClientError::ServerProxyTls { .. }
+            | ClientError::ClientCertificateRefused { .. } => SqlState::UNABLE_TO_CONNECT,
             ClientError::ServerProxyClosed | ClientError::ClientGone => SqlState::CONNECTION_FAILURE,
             ClientError::ServerProxyProtocol => SqlState::PROTOCOL_VIOLATION,
             ClientError::RefusedUpstream { sqlstate, .. } => *sqlstate,
@@ -51,7 +53,9 @@ impl ClientError {
             ClientError::Credentials { .. } => "credentials",
             ClientError::Token(_) => "token",
             ClientError::ServerProxyUnreachable { .. } => "server_proxy_unreachable",
-            ClientError::ServerProxyTls { .. } => "server_proxy_tls",
+            ClientError::ServerProxyTls { .. } | ClientError::ClientCertificateRefused { .. } => {
+                "server_proxy_tls"
+            }
             ClientError::ServerProxyClosed | ClientError::ServerProxyProtocol => "server_proxy",
             ClientError::ClientGone => "client_gone",
             ClientError::RefusedUpstream { .. } => "refused_upstream",
@@ -73,6 +77,9 @@ impl ClientError {
                 "check the CA that signs the server proxy's certificate, the name it must carry, and your client certificate"
                     .to_owned()
             }
+            ClientError::ClientCertificateRefused { name } => format!(
+                "the server proxy requires a client certificate signed by its CA: set cert and key under [upstreams.{name}]"
+            ),
             ClientError::ServerProxyClosed => "check the server proxy's logs for this session".to_owned(),
             ClientError::ServerProxyProtocol => "the upstream address does not lead to an rds-auth-proxy server".to_owned(),
             ClientError::ClientGone | ClientError::RefusedUpstream { .. } => String::new(),

@@ -148,8 +148,8 @@ async fn setup(
 
     let Route::ServerProxy(proxy) = &target.route;
     let mut server = connect_server_proxy(proxy).await?;
-    server.send(&startup).await.map_err(|_| ClientError::ServerProxyClosed)?;
-    relay_startup_tail(&mut server, client, negotiation.version).await?;
+    server.send(&startup).await.map_err(|e| server_error(IoError::Io(e), proxy))?;
+    relay_startup_tail(&mut server, client, negotiation.version, proxy).await?;
     Ok(server)
 }
 
@@ -192,14 +192,12 @@ async fn relay_startup_tail(
     server: &mut Stream,
     client: &mut Stream,
     version: ProtocolVersion,
+    proxy: &ServerProxy,
 ) -> Result<(), ClientError> {
     let mut out = BytesMut::new();
     loop {
         let message = tokio::select! {
-            message = server.read_backend(MAX_TAIL_MESSAGE) => message.map_err(|e| match e {
-                IoError::Wire(_) => ClientError::ServerProxyProtocol,
-                _ => ClientError::ServerProxyClosed,
-            })?,
+            message = server.read_backend(MAX_TAIL_MESSAGE) => message.map_err(|e| server_error(e, proxy))?,
             frame = client.read_frame(MAX_TAIL_MESSAGE), if out.is_empty() => {
                 let frame = frame.map_err(|_| ClientError::ClientGone)?;
                 server.send(&frame.to_bytes()).await.map_err(|_| ClientError::ServerProxyClosed)?;
@@ -245,6 +243,28 @@ async fn relay_startup_tail(
                 _ => {}
             }
         }
+    }
+}
+
+/// Why reading from or writing to the server proxy failed. TLS 1.3 reports a refused client
+/// certificate only after the handshake, as an alert on the first read.
+fn server_error(error: IoError, proxy: &ServerProxy) -> ClientError {
+    use rustls::AlertDescription as Alert;
+    match error {
+        IoError::Wire(_) => ClientError::ServerProxyProtocol,
+        IoError::Io(io) => match io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::AlertReceived(
+                Alert::CertificateRequired
+                | Alert::BadCertificate
+                | Alert::UnknownCA
+                | Alert::CertificateUnknown
+                | Alert::CertificateExpired
+                | Alert::CertificateRevoked
+                | Alert::AccessDenied,
+            )) => ClientError::ClientCertificateRefused { name: proxy.name.clone() },
+            _ => ClientError::ServerProxyClosed,
+        },
+        IoError::Eof => ClientError::ServerProxyClosed,
     }
 }
 

@@ -149,6 +149,9 @@ async fn setup(
     message: StartupMessage,
     config: &ServerConfig,
 ) -> Result<Upstream, SessionError> {
+    if config.tls.is_some() && !client.get_ref().is_tls() {
+        return Err(SessionError::PlaintextRefused);
+    }
     let StartupMessage { version, mut params } = message;
     let negotiation = rds_auth_startup::negotiate(version, &mut params, NEWEST_MINOR);
     if let Some(reply) = &negotiation.reply {

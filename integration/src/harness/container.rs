@@ -17,10 +17,12 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding};
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkConnectRequest, NetworkingConfig, PortBinding,
+};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::sync::OnceCell;
@@ -203,6 +205,48 @@ impl Container {
     /// The container's address on the network given with [`ContainerSpec::with_network`].
     pub fn network_ip(&self) -> Option<IpAddr> {
         self.network_ip
+    }
+
+    /// Attaches the running container to another network, where containers on it reach it by
+    /// `aliases`, and returns its address there.
+    pub async fn connect_network(&self, network: &str, aliases: &[&str]) -> Result<IpAddr, HarnessError> {
+        let (id, network) = (self.id.clone(), network.to_owned());
+        let aliases: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
+        docker_task(async move {
+            let docker = client().await?;
+            let endpoint = EndpointSettings { aliases: Some(aliases), ..Default::default() };
+            let request = NetworkConnectRequest { container: id.clone(), endpoint_config: Some(endpoint) };
+            docker
+                .connect_network(&network, request)
+                .await
+                .map_err(|e| HarnessError::Docker(format!("cannot connect {id} to {network}: {e}")))?;
+            let inspected = docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(|e| HarnessError::Docker(format!("cannot inspect {id}: {e}")))?;
+            inspected
+                .network_settings
+                .and_then(|settings| settings.networks)
+                .and_then(|networks| networks.get(&network).cloned())
+                .and_then(|endpoint| endpoint.ip_address)
+                .and_then(|ip| ip.parse().ok())
+                .ok_or_else(|| HarnessError::Docker(format!("{id} has no address on {network}")))
+        })
+        .await
+    }
+
+    /// Sends a signal (`SIGTERM`, `SIGKILL`, ...) to the container's main process.
+    pub async fn signal(&self, signal: &str) -> Result<(), HarnessError> {
+        let (id, signal) = (self.id.clone(), signal.to_owned());
+        docker_task(async move {
+            let docker = client().await?;
+            let options = KillContainerOptionsBuilder::default().signal(&signal).build();
+            docker
+                .kill_container(&id, Some(options))
+                .await
+                .map_err(|e| HarnessError::Docker(format!("cannot signal {id}: {e}")))
+        })
+        .await
     }
 
     /// Everything the container wrote to stdout and stderr so far, interleaved as it came.

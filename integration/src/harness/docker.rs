@@ -75,10 +75,18 @@ pub async fn check_docker(image: &str) -> Result<(), HarnessError> {
 /// tests may share one, and Docker refuses to remove a network still in use.
 pub async fn ensure_network(name: &str) -> Result<(), HarnessError> {
     let name = name.to_owned();
-    docker_task(async move { create_network(&name).await }).await
+    docker_task(async move { create_network(&name, false).await }).await
 }
 
-async fn create_network(name: &str) -> Result<(), HarnessError> {
+/// Like [`ensure_network`], for an internal network: containers on it reach each other, and
+/// nothing else. No port can be published from it; on Linux the host still reaches its
+/// containers by address.
+pub async fn ensure_internal_network(name: &str) -> Result<(), HarnessError> {
+    let name = name.to_owned();
+    docker_task(async move { create_network(&name, true).await }).await
+}
+
+async fn create_network(name: &str, internal: bool) -> Result<(), HarnessError> {
     let docker = client().await?;
     // Test binaries that were not run by `cargo xtask test` leave their networks behind, and
     // Docker runs out of address pools after about thirty. Networks in use are never pruned;
@@ -93,6 +101,7 @@ async fn create_network(name: &str) -> Result<(), HarnessError> {
     let request = NetworkCreateRequest {
         name: name.to_owned(),
         driver: Some("bridge".to_owned()),
+        internal: Some(internal),
         labels: Some(HashMap::from([(TEST_LABEL_KEY.to_owned(), "1".to_owned())])),
         ..Default::default()
     };

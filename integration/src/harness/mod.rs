@@ -25,11 +25,14 @@ mod error;
 mod paths;
 pub mod pg;
 mod pki;
+pub mod proxies;
 mod psql;
 mod standin;
 
 pub use crate::harness::container::{Container, ContainerSpec};
-pub use crate::harness::docker::{TEST_LABEL, TEST_LABEL_KEY, check_docker, docker_task, ensure_network};
+pub use crate::harness::docker::{
+    TEST_LABEL, TEST_LABEL_KEY, check_docker, docker_task, ensure_internal_network, ensure_network,
+};
 pub use crate::harness::error::HarnessError;
 pub use crate::harness::paths::{built_binary, scratch_dir, target_dir};
 pub use crate::harness::pki::{CertFiles, TestPki};

@@ -21,6 +21,8 @@ pub struct Psql {
     pub sslmode: String,
     /// `PGSSLROOTCERT`.
     pub root_cert: Option<PathBuf>,
+    /// More libpq variables, such as `PGGSSENCMODE` or `PGCHANNELBINDING`.
+    pub env: Vec<(String, String)>,
 }
 
 /// What psql did.
@@ -42,7 +44,38 @@ impl Psql {
             password: None,
             sslmode: "verify-full".to_owned(),
             root_cert: Some(root_cert),
+            env: Vec::new(),
         }
+    }
+
+    /// psql to a client proxy's local listener: plaintext, as users are told to connect.
+    pub fn local(addr: SocketAddr, user: &str) -> Psql {
+        Psql {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            user: user.to_owned(),
+            dbname: "postgres".to_owned(),
+            password: None,
+            sslmode: "disable".to_owned(),
+            root_cert: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn sslmode(mut self, sslmode: &str) -> Psql {
+        sslmode.clone_into(&mut self.sslmode);
+        self
+    }
+
+    pub fn root_cert(mut self, path: PathBuf) -> Psql {
+        self.root_cert = Some(path);
+        self
+    }
+
+    /// Sets a libpq environment variable for this run.
+    pub fn env(mut self, name: &str, value: &str) -> Psql {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn password(mut self, password: &str) -> Psql {
@@ -82,6 +115,9 @@ impl Psql {
         }
         if let Some(root_cert) = &self.root_cert {
             command.env("PGSSLROOTCERT", root_cert);
+        }
+        for (name, value) in &self.env {
+            command.env(name, value);
         }
         let timed_out = |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 30 s");
         let output = tokio::time::timeout(Duration::from_secs(30), command.output())

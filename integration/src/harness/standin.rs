@@ -19,7 +19,9 @@ use rustls::RootCertStore;
 use tokio::sync::OnceCell;
 
 use crate::harness::container::{Container, ContainerSpec};
-use crate::harness::{HarnessError, TestPki, built_binary, check_docker, ensure_network};
+use crate::harness::{
+    HarnessError, TestPki, built_binary, check_docker, ensure_internal_network, ensure_network,
+};
 use crate::standin::Config;
 use crate::standin::config::{EndpointConfig, LifelineConfig, TlsFiles};
 
@@ -80,16 +82,39 @@ pub struct StandInOptions {
     /// A user-defined Docker network to join (created if missing), where other containers
     /// reach the stand-in as `alias`. Without one, only the published ports reach it.
     pub network: Option<String>,
+    /// Make `network` internal: nothing outside it reaches the stand-in, except the test
+    /// process by the stand-in's address on it (Linux routes the host to every bridge).
+    pub internal: bool,
+    /// More names on `network`, which the stand-in's certificate does not carry.
+    pub extra_aliases: Vec<String>,
 }
 
 impl StandInOptions {
     /// Endpoint `pg.rds.test`, no network.
     pub fn new() -> StandInOptions {
-        StandInOptions { alias: "pg.rds.test".to_owned(), network: None }
+        StandInOptions {
+            alias: "pg.rds.test".to_owned(),
+            network: None,
+            internal: false,
+            extra_aliases: Vec::new(),
+        }
     }
 
     pub fn with_network(mut self, network: &str) -> StandInOptions {
         self.network = Some(network.to_owned());
+        self
+    }
+
+    /// Joins `network` as an internal network.
+    pub fn with_internal_network(mut self, network: &str) -> StandInOptions {
+        self.network = Some(network.to_owned());
+        self.internal = true;
+        self
+    }
+
+    /// Another name on the network, absent from the certificate.
+    pub fn with_extra_alias(mut self, alias: &str) -> StandInOptions {
+        self.extra_aliases.push(alias.to_owned());
         self
     }
 
@@ -178,20 +203,34 @@ impl StandIn {
             .with_file(&format!("{DIR}/server.crt"), server.pem.cert_pem.clone(), 0o644)
             .with_file(&format!("{DIR}/server.key"), server.pem.key_pem.clone(), 0o600)
             .with_host_file(&format!("{DIR}/rds-auth-standin"), &binary)
-            .with_port(PAM_PORT)
-            .with_port(FRONT_PORT)
-            .with_port(LIFELINE_PORT)
             .with_ready_line(READY_LINE)
             .with_startup_timeout(Duration::from_secs(120))
             .with_auto_remove();
+        if !options.internal {
+            spec = spec.with_port(PAM_PORT).with_port(FRONT_PORT).with_port(LIFELINE_PORT);
+        }
         if let Some(network) = &options.network {
-            ensure_network(network).await?;
-            spec = spec.with_network(network, &[&options.alias]);
+            if options.internal {
+                ensure_internal_network(network).await?;
+            } else {
+                ensure_network(network).await?;
+            }
+            let mut aliases = vec![options.alias.as_str()];
+            aliases.extend(options.extra_aliases.iter().map(String::as_str));
+            spec = spec.with_network(network, &aliases);
         }
         let container = Container::start(spec).await?;
-        let pam_addr = container.host_addr(PAM_PORT).ok_or_else(|| missing_port(PAM_PORT))?;
-        let front_addr = container.host_addr(FRONT_PORT).ok_or_else(|| missing_port(FRONT_PORT))?;
-        let lifeline_addr = container.host_addr(LIFELINE_PORT).ok_or_else(|| missing_port(LIFELINE_PORT))?;
+        let reach = |port: u16| -> Result<SocketAddr, HarnessError> {
+            if options.internal {
+                let ip = container.network_ip().ok_or_else(|| missing_port(port))?;
+                Ok(SocketAddr::new(ip, port))
+            } else {
+                container.host_addr(port).ok_or_else(|| missing_port(port))
+            }
+        };
+        let pam_addr = reach(PAM_PORT)?;
+        let front_addr = reach(FRONT_PORT)?;
+        let lifeline_addr = reach(LIFELINE_PORT)?;
         let lifeline = TcpStream::connect_timeout(&lifeline_addr, Duration::from_secs(10))
             .map_err(HarnessError::io(format!("cannot reach the stand-in's lifeline at {lifeline_addr}")))?;
         Ok(StandIn {
@@ -227,7 +266,8 @@ impl StandIn {
         self.container.network_ip()
     }
 
-    /// Where the test process reaches a listener: 127.0.0.1 and a published port.
+    /// Where the test process reaches a listener: 127.0.0.1 and a published port, or the
+    /// stand-in's address on an internal network.
     pub fn addr(&self, listener: Listener) -> SocketAddr {
         match listener {
             Listener::Pam => self.pam_addr,

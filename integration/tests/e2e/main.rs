@@ -8,8 +8,19 @@
 //! - `standin`: the RDS stand-in accepts and refuses IAM tokens as RDS does, on both its
 //!   listeners, and its password users log in with Postgres's own methods;
 //! - `harness`: other containers reach the stand-in by its alias on the test network, and the
-//!   harness cleans up and fails loudly.
+//!   harness cleans up and fails loudly;
+//! - `proxies`: the whole path through both proxies, with psql and tokio-postgres;
+//! - `refusals`: every refusal with its SQLSTATE and hint;
+//! - `protocol`: hand-built packets for what no client here sends (3.2, GREASE, direct TLS,
+//!   GSSENCRequest);
+//! - `secrets`: a full session at TRACE level leaves no token or password in any log.
+
+#![allow(clippy::unwrap_used, reason = "a test's helpers fail the test the same way its body does")]
 
 mod harness;
+mod protocol;
+mod proxies;
+mod refusals;
+mod secrets;
 mod standin;
 mod support;

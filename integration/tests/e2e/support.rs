@@ -59,3 +59,11 @@ pub(crate) fn assert_pam_refusal(result: Result<tokio_postgres::Client, PgConnec
     assert_eq!(db.file(), Some("auth.c"), "{db:?}");
     assert_eq!(db.routine(), Some("auth_failed"), "{db:?}");
 }
+
+/// The shared topology: the stand-in on an internal network and a server proxy joining it.
+pub(crate) async fn topology() -> &'static rds_auth_integration::harness::proxies::Topology {
+    match rds_auth_integration::harness::proxies::Topology::shared().await {
+        Ok(topology) => topology,
+        Err(e) => panic!("{e}"),
+    }
+}
