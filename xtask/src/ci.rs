@@ -42,11 +42,32 @@ pub(crate) fn test(sh: &Shell) -> anyhow::Result<()> {
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
     images::build(sh)?;
     images::server_image(sh, "debug")?;
+    python_clients(sh)?;
     let _ = images::remove_leftover_containers(sh);
     step("cargo test --workspace");
     let tested = cmd!(sh, "cargo test --workspace --locked").run();
     let _ = images::remove_leftover_containers(sh);
     tested?;
+    Ok(())
+}
+
+/// The Python drivers the end-to-end tests use (psycopg, asyncpg), in `target/e2e-venv`,
+/// installed again only when `integration/python/requirements.txt` changes.
+fn python_clients(sh: &Shell) -> anyhow::Result<()> {
+    let venv = crate::project_root().join("target/e2e-venv");
+    let requirements = crate::project_root().join("integration/python/requirements.txt");
+    let wanted = sh.read_file(&requirements)?;
+    let stamp = venv.join("requirements.installed");
+    if sh.read_file(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(());
+    }
+    step("python clients for the e2e tests");
+    if !venv.join("bin/python").exists() {
+        cmd!(sh, "python3 -m venv {venv}").run().context("python3 -m venv failed: install python3-venv")?;
+    }
+    let pip = venv.join("bin/pip");
+    cmd!(sh, "{pip} install --quiet --disable-pip-version-check -r {requirements}").run()?;
+    sh.write_file(&stamp, wanted)?;
     Ok(())
 }
 

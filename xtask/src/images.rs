@@ -226,7 +226,11 @@ pub(crate) fn remove_leftover_containers(sh: &Shell) -> anyhow::Result<()> {
     if !containers.is_empty() {
         step(&format!("removing {} leftover test container(s)", containers.len()));
         // Containers that remove themselves may already be on their way out: not an error.
-        let _ = cmd!(sh, "docker rm --force --volumes {containers...}").quiet().ignore_stdout().ignore_stderr().run();
+        let _ = cmd!(sh, "docker rm --force --volumes {containers...}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run();
     }
     let networks = cmd!(sh, "docker network ls --quiet --filter {filter}").quiet().ignore_stderr().read()?;
     let networks: Vec<&str> = networks.split_whitespace().collect();

@@ -11,18 +11,22 @@
 //! 4. the startup rewrite (`rds_auth_startup::inject`) and the connection to the server proxy:
 //!    direct TLS 1.3 with ALPN `postgresql`, the server proxy verified against a configured CA,
 //!    the user's client certificate presented;
-//! 5. relaying the startup tail, then bytes, until either side ends.
+//! 5. relaying the startup tail, then bytes, until either side ends;
+//! 6. query cancel ([`CancelRegistry`]): the client sees the real backend pid and a key of
+//!    ours, which leads back to the server proxy's sealed cancel token.
 //!
 //! What it does not do: read configuration files, or talk to AWS except through the
 //! credential provider it is given. The binary `rds-auth-proxy` builds the [`Target`]s.
 //!
 //! [`TokenCache`]: rds_auth_token::TokenCache
 
+mod cancel;
 mod error;
 mod proxy;
 mod session;
 mod target;
 
+pub use crate::cancel::CancelRegistry;
 pub use crate::error::ClientError;
 pub use crate::proxy::{Listener, Shared, run};
 pub use crate::target::{Route, ServerProxy, Target, TargetAuth};

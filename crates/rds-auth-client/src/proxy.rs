@@ -10,13 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::Target;
 use crate::session;
+use crate::{CancelRegistry, Target};
 
 /// State every session of the client proxy shares.
 #[derive(Debug)]
 pub struct Shared {
     pub tokens: TokenCache,
+    pub cancels: Arc<CancelRegistry>,
     /// Local TLS toward Postgres clients; `None` answers `N` to SSLRequest.
     pub local_tls: Option<Arc<rustls::ServerConfig>>,
     pub startup_timeout: Duration,

@@ -17,7 +17,8 @@ use tokio_rustls::{TlsConnector, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span};
 
-use crate::{ClientError, Route, ServerProxy, Shared, Target, TargetAuth};
+use crate::cancel::{CancelGuard, CancelRoute};
+use crate::{CancelRegistry, ClientError, Route, ServerProxy, Shared, Target, TargetAuth};
 
 /// The newest protocol minor version the client proxy offers its clients, and speaks with the
 /// server proxy whatever the client speaks.
@@ -55,7 +56,9 @@ pub(crate) async fn serve(
             Accepted::Startup { stream, message } => {
                 session(stream, message, &target, &shared, &terminate).await
             }
-            Accepted::Cancel { .. } => debug!("cancel request: not routed yet"),
+            Accepted::Cancel { stream, request } => {
+                crate::cancel::forward(stream, request, &shared.cancels).await
+            }
             Accepted::Refuse { mut stream, error } => {
                 debug!(error = %error, "refused during startup");
                 let _ = stream.send(&ClientError::Wire(error).to_error_fields().to_error_bytes()).await;
@@ -75,7 +78,8 @@ async fn session(
     terminate: &CancellationToken,
 ) {
     let started = std::time::Instant::now();
-    let server = match setup(&mut client, message, target, shared).await {
+    // The cancel key stays registered exactly as long as the session runs.
+    let (server, _cancel_guard) = match setup(&mut client, message, target, shared).await {
         Ok(server) => server,
         Err(error) => {
             info!(reason = error.reason(), error = %error, "session refused");
@@ -126,7 +130,7 @@ async fn setup(
     message: StartupMessage,
     target: &Target,
     shared: &Shared,
-) -> Result<Stream, ClientError> {
+) -> Result<(Stream, Option<CancelGuard>), ClientError> {
     let StartupMessage { version, mut params } = message;
     let negotiation = rds_auth_startup::negotiate(version, &mut params, NEWEST_MINOR);
     if let Some(reply) = &negotiation.reply {
@@ -149,8 +153,8 @@ async fn setup(
     let Route::ServerProxy(proxy) = &target.route;
     let mut server = connect_server_proxy(proxy).await?;
     server.send(&startup).await.map_err(|e| server_error(IoError::Io(e), proxy))?;
-    relay_startup_tail(&mut server, client, negotiation.version, proxy).await?;
-    Ok(server)
+    let guard = relay_startup_tail(&mut server, client, negotiation.version, proxy, &shared.cancels).await?;
+    Ok((server, guard))
 }
 
 /// A token for exactly this user and the target's endpoint, port and region, reused from the
@@ -167,7 +171,7 @@ async fn sign(target: &Target, user: &str, shared: &Shared) -> Result<Secret, Cl
     Ok(Secret::new(token.expose().to_owned()))
 }
 
-async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Stream, ClientError> {
+pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Stream, ClientError> {
     let unreachable =
         || ClientError::ServerProxyUnreachable { name: proxy.name.clone(), address: proxy.address.clone() };
     let tcp = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(proxy.address.as_str()))
@@ -192,9 +196,11 @@ async fn relay_startup_tail(
     server: &mut Stream,
     client: &mut Stream,
     version: ProtocolVersion,
-    proxy: &ServerProxy,
-) -> Result<(), ClientError> {
+    proxy: &Arc<ServerProxy>,
+    cancels: &Arc<CancelRegistry>,
+) -> Result<Option<CancelGuard>, ClientError> {
     let mut out = BytesMut::new();
+    let mut guard = None;
     loop {
         let message = tokio::select! {
             message = server.read_backend(MAX_TAIL_MESSAGE) => message.map_err(|e| server_error(e, proxy))?,
@@ -206,7 +212,13 @@ async fn relay_startup_tail(
         };
         let flush_now = match &message {
             BackendMessage::BackendKeyData(key) => {
-                BackendMessage::BackendKeyData(client_key(key.clone(), version)).encode(&mut out);
+                // The one place the server proxy's key becomes the client's: the real pid,
+                // and a key of ours that leads back to the sealed one.
+                let route = CancelRoute::ServerProxy { proxy: proxy.clone(), key: key.key.clone() };
+                let (client_key, registered) = cancels.register(key.pid, version, route);
+                guard = Some(registered);
+                BackendMessage::BackendKeyData(BackendKeyData { pid: key.pid, key: client_key })
+                    .encode(&mut out);
                 false
             }
             // The server proxy downgraded the leg between the proxies; the client's version
@@ -235,7 +247,7 @@ async fn relay_startup_tail(
             client.send(&out).await.map_err(|_| ClientError::ClientGone)?;
             out.clear();
             match message {
-                BackendMessage::ReadyForQuery(_) => return Ok(()),
+                BackendMessage::ReadyForQuery(_) => return Ok(guard),
                 BackendMessage::ErrorResponse(fields) => {
                     let sqlstate = fields.sqlstate().unwrap_or(SqlState::INTERNAL_ERROR);
                     return Err(ClientError::RefusedUpstream { sqlstate, message: fields.message() });
@@ -266,9 +278,4 @@ fn server_error(error: IoError, proxy: &ServerProxy) -> ClientError {
         },
         IoError::Eof => ClientError::ServerProxyClosed,
     }
-}
-
-/// The one place the server proxy's cancel key becomes the key the client sees.
-fn client_key(key: BackendKeyData, _version: ProtocolVersion) -> BackendKeyData {
-    key
 }

@@ -48,6 +48,11 @@ pub(crate) fn run(args: &GenCerts) -> miette::Result<()> {
         write(&ca_key, ca.key_pem(), true, true)?;
         ca
     };
+    let cancel_key = args.out.join("cancel.key");
+    if !cancel_key.exists() {
+        let hex: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        write(&cancel_key, &format!("{hex}\n"), true, false)?;
+    }
     let lifetime = days(args.days);
     let names: Vec<&str> = args.server_names.iter().map(String::as_str).collect();
     let server = ca.issue_server(&names, lifetime).into_diagnostic()?;

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, ClientAuth, Identity};
-use rds_auth_server::{Allowlist, AuthMode, AuthModes, ServerConfig, TargetRule};
+use rds_auth_server::{Allowlist, AuthMode, AuthModes, CancelKeys, CancelState, ServerConfig, TargetRule};
 use rds_auth_startup::Endpoint;
 use rds_auth_upstream::{Resolver, UpstreamConfig};
 use serde::{Deserialize, Serialize};
@@ -27,7 +28,25 @@ pub(crate) struct Settings {
     pub(crate) upstream: Upstream,
     pub(crate) targets: Vec<TargetSetting>,
     pub(crate) limits: Limits,
+    pub(crate) cancel: CancelSettings,
     pub(crate) log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CancelSettings {
+    /// Files holding 32-byte keys as 64 hex digits, shared by every replica. The first seals
+    /// cancel keys; all of them open, so a key is rotated by adding the new one first.
+    pub(crate) key_files: Vec<PathBuf>,
+    /// Cancels allowed per session and second, and the burst above that.
+    pub(crate) per_second: u32,
+    pub(crate) burst: u32,
+}
+
+impl Default for CancelSettings {
+    fn default() -> CancelSettings {
+        CancelSettings { key_files: Vec::new(), per_second: 10, burst: 20 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +263,7 @@ pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConf
     if settings.upstream.connect_attempts == 0 {
         return Err(loaded.error_at("upstream.connect_attempts", "must be at least 1", ""));
     }
+    let cancel = cancel_state(loaded)?;
     let resolve: HashMap<String, Vec<IpAddr>> = settings.upstream.resolve.clone().into_iter().collect();
     let config = ServerConfig {
         require_client_cert: tls.is_some() && settings.listen.client_auth == ClientAuthSetting::Required,
@@ -261,8 +281,41 @@ pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConf
         token_clock_skew: settings.limits.token_clock_skew,
         relay: RelayConfig::default(),
         drain_timeout: settings.limits.drain_timeout,
+        cancel,
     };
     Ok((listen, config))
+}
+
+/// The cancel keys from their files; without any, a key of this process only, with which
+/// cancels work only when they reach the replica that served the session.
+fn cancel_state(loaded: &Loaded<Settings>) -> Result<Arc<CancelState>, ConfigError> {
+    let settings = &loaded.value.cancel;
+    let mut secrets = Vec::new();
+    for (i, path) in settings.key_files.iter().enumerate() {
+        let key = format!("cancel.key_files.{i}");
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| loaded.error_at(&key, format!("cannot read {}: {e}", path.display()), ""))?;
+        secrets.push(CancelKeys::parse_hex(&text).map_err(|e| {
+            loaded.error_at(
+                &key,
+                e.to_string(),
+                "create one with `openssl rand -hex 32`, or gen-certs writes cancel.key",
+            )
+        })?);
+    }
+    let keys = if secrets.is_empty() {
+        CancelKeys::random()
+    } else {
+        CancelKeys::new(&secrets).map_err(|e| loaded.error_at("cancel.key_files", e.to_string(), ""))?
+    };
+    let positive = |key: &str, value: u32| {
+        NonZeroU32::new(value).ok_or_else(|| loaded.error_at(key, "must be at least 1", ""))
+    };
+    Ok(CancelState::new(
+        keys,
+        positive("cancel.per_second", settings.per_second)?,
+        positive("cancel.burst", settings.burst)?,
+    ))
 }
 
 fn listener_tls(loaded: &Loaded<Settings>) -> Result<Arc<rustls::ServerConfig>, ConfigError> {

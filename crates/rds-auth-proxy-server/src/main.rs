@@ -93,6 +93,12 @@ fn run(cli: &Cli) -> miette::Result<()> {
     let (listen, server_config) = config::build(&loaded).unwrap_or_else(|e| usage_error(e));
     let log = &loaded.value.log;
     telemetry::init(log.format, &log.level).map_err(|e| miette::miette!(e))?;
+    if loaded.value.cancel.key_files.is_empty() {
+        warn!(
+            "no cancel.key_files: cancel keys are sealed with a key of this process, so a cancel reaches \
+             its query only through the replica that served the session"
+        );
+    }
     match rds_auth_cli::limits::raise_open_files() {
         Ok(limit) => info!(open_files = limit, "open-file limit"),
         Err(e) => warn!(error = %e, "cannot raise the open-file limit"),

@@ -12,7 +12,7 @@ use clap::Args;
 use miette::{IntoDiagnostic, miette};
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry;
-use rds_auth_client::{Listener, Route, Shared, Target, TargetAuth};
+use rds_auth_client::{CancelRegistry, Listener, Route, Shared, Target, TargetAuth};
 use rds_auth_io::certgen::CertAuthority;
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, ClientAuth, Identity};
@@ -119,6 +119,7 @@ pub(crate) fn run(loaded: &Loaded<Settings>, args: &ConnectArgs) -> miette::Resu
         }
         let shared = Arc::new(Shared {
             tokens: TokenCache::new(settings.proxy.token_reuse, CREDENTIAL_MARGIN),
+            cancels: Arc::new(CancelRegistry::new()),
             local_tls,
             startup_timeout: settings.proxy.startup_timeout,
             relay: RelayConfig::default(),

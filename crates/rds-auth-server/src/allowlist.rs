@@ -75,11 +75,21 @@ pub struct TargetRule {
 #[derive(Debug, Clone, Default)]
 pub struct Allowlist {
     rules: HashMap<Endpoint, TargetRule>,
+    /// Endpoints by the short id cancel keys carry.
+    by_id: HashMap<[u8; 8], Endpoint>,
 }
 
 impl Allowlist {
     pub fn new(rules: impl IntoIterator<Item = TargetRule>) -> Allowlist {
-        Allowlist { rules: rules.into_iter().map(|r| (r.endpoint.clone(), r)).collect() }
+        let rules: HashMap<Endpoint, TargetRule> =
+            rules.into_iter().map(|r| (r.endpoint.clone(), r)).collect();
+        let by_id = rules.keys().map(|e| (crate::cancel::target_id(e), e.clone())).collect();
+        Allowlist { rules, by_id }
+    }
+
+    /// The allowed endpoint a cancel key's target id stands for.
+    pub(crate) fn by_target_id(&self, id: &[u8; 8]) -> Option<&Endpoint> {
+        self.by_id.get(id)
     }
 
     pub fn get(&self, endpoint: &Endpoint) -> Option<&TargetRule> {

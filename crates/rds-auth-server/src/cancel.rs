@@ -24,8 +24,14 @@ use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 use aws_lc_rs::digest;
 use bytes::{BufMut, Bytes, BytesMut};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use rds_auth_codec::startup::CancelRequest;
 use rds_auth_io::tls::PeerIdentity;
+use rds_auth_io::{PgStream, Transport};
 use rds_auth_startup::Endpoint;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::info;
+
+use crate::ServerConfig;
 
 const VERSION: u8 = 1;
 const AAD: &[u8] = b"rds-auth-proxy cancel key v1";
@@ -76,8 +82,24 @@ impl std::fmt::Debug for CancelKeys {
 
 /// A cancel key secret that is not 32 bytes.
 #[derive(Debug, thiserror::Error)]
-#[error("a cancel key must be 32 bytes")]
+#[error("a cancel key must be 32 bytes, written as 64 hexadecimal digits")]
 pub struct CancelKeyError;
+
+impl CancelKeys {
+    /// Parses a key written as 64 hexadecimal digits (`openssl rand -hex 32`), surrounding
+    /// whitespace ignored.
+    pub fn parse_hex(text: &str) -> Result<[u8; 32], CancelKeyError> {
+        let text = text.trim();
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(CancelKeyError);
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| CancelKeyError)?;
+        }
+        Ok(key)
+    }
+}
 
 impl CancelKeys {
     pub fn new(secrets: &[[u8; 32]]) -> Result<CancelKeys, CancelKeyError> {
@@ -190,10 +212,70 @@ pub struct CancelState {
 }
 
 impl CancelState {
-    pub fn new(keys: CancelKeys) -> Arc<CancelState> {
-        let ten = NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN);
-        let twenty = NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN);
-        Arc::new(CancelState { keys, limiter: CancelLimiter::new(ten, twenty) })
+    /// `per_second` and `burst` limit cancels per session (backend and pid).
+    pub fn new(keys: CancelKeys, per_second: NonZeroU32, burst: NonZeroU32) -> Arc<CancelState> {
+        Arc::new(CancelState { keys, limiter: CancelLimiter::new(per_second, burst) })
+    }
+}
+
+/// Serves a cancel from a client proxy: opens the key, checks that the caller owns the
+/// session and that the target is still allowed, then cancels at the exact backend the session
+/// used. The caller's connection is closed only after the database has closed its own.
+/// Nothing is ever answered, whatever happens.
+pub(crate) async fn serve<S>(stream: PgStream<Transport<S>>, request: CancelRequest, config: &ServerConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let outcome = route(&stream, &request, config).await;
+    info!(outcome, pid = request.pid, "cancel request");
+    drop(stream);
+}
+
+async fn route<S>(
+    stream: &PgStream<Transport<S>>,
+    request: &CancelRequest,
+    config: &ServerConfig,
+) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if config.tls.is_some() && !stream.get_ref().is_tls() {
+        return "plaintext_refused";
+    }
+    let Some(closure) = config.cancel.keys.open(&request.key) else { return "unknown_key" };
+    if closure.pid != request.pid {
+        return "unknown_key";
+    }
+    let identity =
+        stream.get_ref().peer_certificates().and_then(|c| c.first()).and_then(|c| PeerIdentity::from_der(c));
+    if closure.owner != owner_id(identity.as_ref()) {
+        info!(
+            pid = closure.pid,
+            caller = identity.as_ref().map(|i| i.name()).unwrap_or("none"),
+            "cancel refused: the caller does not own the session"
+        );
+        return "not_owner";
+    }
+    if !config.cancel.limiter.allow(&closure) {
+        return "rate_limited";
+    }
+    let allowlist = config.allowlist();
+    let Some(endpoint) = allowlist.by_target_id(&closure.target) else { return "target_not_allowed" };
+    let request = CancelRequest { pid: closure.pid, key: closure.secret.clone() };
+    match rds_auth_upstream::send_cancel(
+        closure.backend,
+        endpoint,
+        request,
+        &config.upstream.tls,
+        UPSTREAM_CANCEL_TIMEOUT,
+    )
+    .await
+    {
+        Ok(()) => "sent",
+        Err(e) => {
+            info!(error = %e, "cancel could not reach the database");
+            "upstream_failed"
+        }
     }
 }
 
@@ -242,6 +324,14 @@ mod tests {
         let old = CancelKeys::new(&[[1; 32]]).unwrap();
         let rotated = CancelKeys::new(&[[2; 32], [1; 32]]).unwrap();
         assert_eq!(rotated.open(&old.seal(&closure()).unwrap()), Some(closure()));
+    }
+
+    #[test]
+    fn hex_keys() {
+        let text = "00ff".repeat(16);
+        assert_eq!(CancelKeys::parse_hex(&format!("{text}\n")).unwrap()[..2], [0, 255]);
+        assert!(CancelKeys::parse_hex("abc").is_err());
+        assert!(CancelKeys::parse_hex(&"zz".repeat(32)).is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_upstream::UpstreamConfig;
 
-use crate::Allowlist;
+use crate::{Allowlist, CancelState};
 
 /// Everything the server proxy needs to run, already validated by the caller.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub relay: RelayConfig,
     /// How long open sessions may continue after shutdown starts before they are ended.
     pub drain_timeout: Duration,
+    /// Seals and opens cancel keys, and limits cancels per session.
+    pub cancel: Arc<CancelState>,
 }
 
 impl ServerConfig {

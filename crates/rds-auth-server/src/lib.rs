@@ -9,19 +9,24 @@
 //!    opened, checking an IAM token's endpoint, user and validity window before RDS sees it,
 //!    connecting to the database through `rds-auth-upstream` and answering its
 //!    authentication request, relaying the startup tail, then relaying bytes;
-//! 3. every failure it produces itself as a FATAL ErrorResponse with a real SQLSTATE and a
+//! 3. query cancel across replicas with no shared store: the key a client proxy receives is
+//!    a sealed cancel token that any replica holding the shared key can open (`cancel.rs`);
+//!    a client that vanishes mid-query gets its statement cancelled upstream;
+//! 4. every failure it produces itself as a FATAL ErrorResponse with a real SQLSTATE and a
 //!    hint ([`SessionError`]).
 //!
 //! What it does not do: sign tokens or read configuration files. The binary
 //! `rds-auth-proxy-server` builds a [`ServerConfig`] and calls [`run`].
 
 mod allowlist;
+mod cancel;
 mod config;
 mod error;
 mod server;
 mod session;
 
 pub use crate::allowlist::{Allowlist, AuthMode, AuthModes, TargetRule};
+pub use crate::cancel::{CancelKeyError, CancelKeys, CancelState};
 pub use crate::config::ServerConfig;
 pub use crate::error::SessionError;
 pub use crate::server::run;

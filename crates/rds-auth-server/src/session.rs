@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use bytes::BytesMut;
 use rds_auth_codec::backend::{BackendKeyData, BackendMessage};
-use rds_auth_codec::startup::StartupMessage;
+use rds_auth_codec::startup::{CancelRequest, StartupMessage};
 use rds_auth_codec::{ErrorFields, ProtocolVersion, SqlState, StartupPacket};
 use rds_auth_io::accept::{self, AcceptPolicy, Accepted};
 use rds_auth_io::relay::{self, NoObserver, RelayEnd};
@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
+use crate::cancel::{self, UPSTREAM_CANCEL_TIMEOUT};
 use crate::{AuthMode, ServerConfig, SessionError, TargetRule};
 
 /// The newest protocol minor version the server proxy speaks with the client proxy.
@@ -53,7 +54,7 @@ pub(crate) async fn serve(
         };
         match accepted {
             Accepted::Startup { stream, message } => session(stream, message, &config, &terminate).await,
-            Accepted::Cancel { .. } => debug!("cancel request: not routed yet"),
+            Accepted::Cancel { stream, request } => crate::cancel::serve(stream, request, &config).await,
             Accepted::Refuse { mut stream, error } => {
                 debug!(error = %error, "refused during startup");
                 refuse(&mut stream, &SessionError::Wire(error)).await;
@@ -85,9 +86,9 @@ async fn session(
     if let Some(identity) = &identity {
         Span::current().record("client.identity", identity.name());
     }
-    match setup(&mut client, message, config).await {
+    match setup(&mut client, message, identity.as_ref(), config).await {
         Ok(upstream) => {
-            let Upstream { stream, .. } = upstream;
+            let Upstream { stream, target, backend_key } = upstream;
             let (mut server, server_ahead) = stream.into_parts();
             let (mut client_io, client_ahead) = client.into_parts();
             let closing = ErrorFields::fatal(
@@ -115,6 +116,23 @@ async fn session(
                 RelayEnd::Protocol(..) => "protocol_error",
                 RelayEnd::Shutdown => "shutdown",
             };
+            // A client that vanished mid-query left a statement running on the database; a
+            // backend notices a dead client only when it next writes, so cancel it now.
+            let vanished = matches!(outcome.end, RelayEnd::ClientClosed | RelayEnd::ClientError(_))
+                && outcome.queries_in_flight > 0
+                && !outcome.terminated;
+            if vanished && let Some((peer, key)) = backend_key {
+                let request = CancelRequest { pid: key.pid, key: key.key };
+                let sent = rds_auth_upstream::send_cancel(
+                    peer,
+                    &target,
+                    request,
+                    &config.upstream.tls,
+                    UPSTREAM_CANCEL_TIMEOUT,
+                )
+                .await;
+                info!(sent = sent.is_ok(), "the client vanished mid-query: cancelled its statement");
+            }
             info!(
                 outcome = end,
                 bytes.to_db = outcome.bytes_client_to_server,
@@ -141,12 +159,16 @@ async fn session(
 /// An authenticated database connection whose startup tail has been relayed.
 struct Upstream {
     stream: PgStream<Transport<TcpStream>>,
+    target: Endpoint,
+    /// The address connected to and the database's own cancel key.
+    backend_key: Option<(SocketAddr, BackendKeyData)>,
 }
 
 /// Everything between the StartupMessage and ReadyForQuery.
 async fn setup(
     client: &mut ClientStream,
     message: StartupMessage,
+    identity: Option<&PeerIdentity>,
     config: &ServerConfig,
 ) -> Result<Upstream, SessionError> {
     if config.tls.is_some() && !client.get_ref().is_tls() {
@@ -184,8 +206,19 @@ async fn setup(
     )
     .await?;
     debug!("authenticated to the database");
-    relay_startup_tail(&mut connected.stream, client, negotiation.version).await?;
-    Ok(Upstream { stream: connected.stream })
+    let sealing = Sealing {
+        version: negotiation.version,
+        peer: connected.peer,
+        target: cancel::target_id(&target),
+        owner: cancel::owner_id(identity),
+        keys: &config.cancel.keys,
+    };
+    let backend_key = relay_startup_tail(&mut connected.stream, client, &sealing).await?;
+    Ok(Upstream {
+        stream: connected.stream,
+        target,
+        backend_key: backend_key.map(|key| (connected.peer, key)),
+    })
 }
 
 /// Picks the auth mode from what the client proxy sent and what the target accepts, and
@@ -251,9 +284,10 @@ fn check_token(
 async fn relay_startup_tail(
     upstream: &mut PgStream<Transport<TcpStream>>,
     client: &mut ClientStream,
-    version: ProtocolVersion,
-) -> Result<(), SessionError> {
+    sealing: &Sealing<'_>,
+) -> Result<Option<BackendKeyData>, SessionError> {
     let mut out = BytesMut::new();
+    let mut backend_key = None;
     BackendMessage::Authentication(rds_auth_codec::backend::Authentication::Ok).encode(&mut out);
     loop {
         let message = upstream.read_backend(MAX_TAIL_MESSAGE).await.map_err(|e| match e {
@@ -262,7 +296,8 @@ async fn relay_startup_tail(
         })?;
         match message {
             BackendMessage::BackendKeyData(key) => {
-                BackendMessage::BackendKeyData(downstream_key(key, version)).encode(&mut out)
+                BackendMessage::BackendKeyData(sealing.downstream_key(&key)).encode(&mut out);
+                backend_key = Some(key);
             }
             BackendMessage::ErrorResponse(fields) => {
                 return Err(SessionError::Upstream(UpstreamError::Rejected(fields)));
@@ -275,10 +310,36 @@ async fn relay_startup_tail(
         }
     }
     client.send(&out).await.map_err(|_| SessionError::Upstream(UpstreamError::ClientGone))?;
-    Ok(())
+    Ok(backend_key)
 }
 
-/// The one place a database's cancel key is turned into the key the client proxy sees.
-fn downstream_key(key: BackendKeyData, _version: ProtocolVersion) -> BackendKeyData {
-    key
+/// What it takes to turn a database's cancel key into the key the client proxy sees.
+struct Sealing<'a> {
+    version: ProtocolVersion,
+    peer: SocketAddr,
+    target: [u8; 8],
+    owner: [u8; 16],
+    keys: &'a cancel::CancelKeys,
+}
+
+impl Sealing<'_> {
+    /// The one place a database's cancel key becomes the client proxy's: the real pid, and a
+    /// sealed cancel token when the leg speaks 3.2. A 3.0 peer (the Go predecessor's client
+    /// proxy) gets the key as it is, having no room for a token.
+    fn downstream_key(&self, key: &BackendKeyData) -> BackendKeyData {
+        if !self.version.has_long_cancel_keys() {
+            return key.clone();
+        }
+        let closure = cancel::CancelClosure {
+            backend: self.peer,
+            pid: key.pid,
+            secret: key.key.clone(),
+            target: self.target,
+            owner: self.owner,
+        };
+        match self.keys.seal(&closure) {
+            Some(sealed) => BackendKeyData { pid: key.pid, key: sealed },
+            None => key.clone(),
+        }
+    }
 }

@@ -87,6 +87,8 @@ pub struct ProxyPki {
     pub server: CertFiles,
     pub alice: CertFiles,
     pub bob: CertFiles,
+    /// The cancel key every replica shares, as 64 hex digits.
+    pub cancel_key: String,
 }
 
 impl ProxyPki {
@@ -95,15 +97,20 @@ impl ProxyPki {
         let server = pki.server("server", &[SERVER_NAME, "localhost", "127.0.0.1"])?;
         let alice = pki.client("alice", "alice@corp")?;
         let bob = pki.client("bob", "bob@corp")?;
-        Ok(ProxyPki { pki, server, alice, bob })
+        let cancel_key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        Ok(ProxyPki { pki, server, alice, bob, cancel_key })
     }
 }
 
-/// The stand-in on an internal network and a server proxy joining it from the edge.
+/// The stand-in on an internal network, and two server-proxy replicas joining it from the
+/// edge, which share a cancel key. `server` is the first replica; `front` spreads connections
+/// over both in turn, as a TCP load balancer does.
 #[derive(Debug)]
 pub struct Topology {
     pub standin: StandIn,
     pub server: ServerProxy,
+    pub replica: ServerProxy,
+    pub front: RoundRobin,
     pub pki: ProxyPki,
     pub db_network: String,
     pub edge_network: String,
@@ -140,7 +147,9 @@ impl Topology {
             extra_toml: String::new(),
         };
         let server = start_server(&standin, &pki, &db_network, &edge_network, &options).await?;
-        Ok(Topology { standin, server, pki, db_network, edge_network })
+        let replica = start_server(&standin, &pki, &db_network, &edge_network, &options).await?;
+        let front = RoundRobin::start(vec![server.addr(), replica.addr()]).await?;
+        Ok(Topology { standin, server, replica, front, pki, db_network, edge_network })
     }
 }
 
@@ -171,6 +180,7 @@ pub async fn start_server(
         .with_file("/etc/rds-auth-proxy/tls/server.key", pki.server.pem.key_pem.clone(), 0o644)
         .with_file("/etc/rds-auth-proxy/tls/ca.crt", pki.pki.ca().cert_pem().to_owned(), 0o644)
         .with_file("/etc/rds-auth-proxy/tls/db-ca.crt", ca, 0o644)
+        .with_file("/etc/rds-auth-proxy/cancel.key", pki.cancel_key.clone(), 0o644)
         .with_port(SERVER_PORT)
         .with_port(LIFELINE_PORT)
         .with_network(edge_network, &[SERVER_NAME])
@@ -213,7 +223,9 @@ fn server_config(options: &ServerOptions) -> String {
          [upstream]\n\
          ca_file = \"/etc/rds-auth-proxy/tls/db-ca.crt\"\n\
          connect_timeout = \"2s\"\n\
-         connect_attempts = 2\n\n",
+         connect_attempts = 2\n\n\
+         [cancel]\n\
+         key_files = [\"/etc/rds-auth-proxy/cancel.key\"]\n\n",
     );
     let _ = writeln!(toml, "[log]\nlevel = \"{}\"\n", options.log_level);
     for target in &options.targets {
@@ -248,6 +260,48 @@ async fn check_server_image() -> Result<(), HarnessError> {
         )));
     }
     Ok(())
+}
+
+/// A TCP front that hands each new connection to the next backend in turn, as a load
+/// balancer in front of server-proxy replicas does. It runs as long as it is kept.
+#[derive(Debug)]
+pub struct RoundRobin {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundRobin {
+    pub async fn start(backends: Vec<SocketAddr>) -> Result<RoundRobin, HarnessError> {
+        let runtime = crate::harness::docker::docker_runtime()?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("cannot bind the front"))?;
+        listener.set_nonblocking(true).map_err(HarnessError::io("cannot configure the front"))?;
+        let addr = listener.local_addr().map_err(HarnessError::io("the front has no address"))?;
+        let task = runtime.spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+            let mut next = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let backend = backends[next % backends.len()];
+                next += 1;
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(RoundRobin { addr, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A target of a client proxy.

@@ -13,10 +13,14 @@
 //! - `refusals`: every refusal with its SQLSTATE and hint;
 //! - `protocol`: hand-built packets for what no client here sends (3.2, GREASE, direct TLS,
 //!   GSSENCRequest);
+//! - `cancel`: query cancel from psql, tokio-postgres, psycopg and asyncpg, across two
+//!   server-proxy replicas, with stale, forged and foreign keys dropped;
 //! - `secrets`: a full session at TRACE level leaves no token or password in any log.
 
 #![allow(clippy::unwrap_used, reason = "a test's helpers fail the test the same way its body does")]
+#![allow(clippy::print_stderr, reason = "tests report what they measured in the test log")]
 
+mod cancel;
 mod harness;
 mod protocol;
 mod proxies;

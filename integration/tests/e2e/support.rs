@@ -67,3 +67,96 @@ pub(crate) async fn topology() -> &'static rds_auth_integration::harness::proxie
         Err(e) => panic!("{e}"),
     }
 }
+
+/// A raw session to a server proxy with a client certificate and a startup of our own making,
+/// read up to ReadyForQuery. Returns the stream and the BackendKeyData the server proxy sent.
+pub(crate) async fn raw_server_session(
+    server: SocketAddr,
+    identity: &rds_auth_integration::harness::CertFiles,
+    params: &[(&str, &str)],
+) -> (
+    rds_auth_io::PgStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    rds_auth_codec::backend::BackendKeyData,
+) {
+    let mut stream = raw_server_connection(server, identity).await;
+    let mut p = rds_auth_codec::Params::new();
+    for (name, value) in params {
+        p.push(name.as_bytes().to_vec(), value.as_bytes().to_vec()).expect("valid test parameters");
+    }
+    let startup = rds_auth_codec::StartupPacket::Startup(rds_auth_codec::startup::StartupMessage {
+        version: rds_auth_codec::ProtocolVersion::V3_2,
+        params: p,
+    });
+    stream.send(&startup.to_bytes()).await.expect("the server proxy takes the startup");
+    let mut key = None;
+    loop {
+        match stream.read_backend(1 << 20).await.expect("the server proxy answers") {
+            rds_auth_codec::backend::BackendMessage::BackendKeyData(k) => key = Some(k),
+            rds_auth_codec::backend::BackendMessage::ReadyForQuery(_) => break,
+            rds_auth_codec::backend::BackendMessage::ErrorResponse(fields) => panic!("refused: {fields:?}"),
+            _ => {}
+        }
+    }
+    (stream, key.expect("BackendKeyData before ReadyForQuery"))
+}
+
+/// Direct TLS with ALPN to a server proxy, presenting `identity`.
+pub(crate) async fn raw_server_connection(
+    server: SocketAddr,
+    identity: &rds_auth_integration::harness::CertFiles,
+) -> rds_auth_io::PgStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let topology = topology().await;
+    let identity =
+        rds_auth_io::tls::Identity::load(&identity.cert, &identity.key).expect("readable test certificates");
+    let roots = topology.pki.pki.roots().expect("the proxies' CA");
+    let config =
+        rds_auth_io::tls::client_config(roots, Some(identity), &[rds_auth_io::tls::ALPN_POSTGRESQL], true)
+            .expect("a valid TLS configuration");
+    let tcp = tokio::net::TcpStream::connect(server).await.expect("the server proxy listens");
+    let name = rustls::pki_types::ServerName::try_from(rds_auth_integration::harness::proxies::SERVER_NAME)
+        .expect("a valid name");
+    let tls =
+        tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("TLS with the server proxy");
+    rds_auth_io::PgStream::new(tls)
+}
+
+/// Sends a CancelRequest to a server proxy as `identity` and waits for it to close.
+pub(crate) async fn raw_cancel(
+    server: SocketAddr,
+    identity: &rds_auth_integration::harness::CertFiles,
+    pid: u32,
+    key: bytes::Bytes,
+) {
+    let mut stream = raw_server_connection(server, identity).await;
+    let packet =
+        rds_auth_codec::StartupPacket::CancelRequest(rds_auth_codec::startup::CancelRequest { pid, key });
+    stream.send(&packet.to_bytes()).await.expect("the server proxy takes the cancel");
+    // Never answered: the connection just closes.
+    let closed = stream.fill_first().await;
+    assert!(matches!(closed, Ok(false) | Err(_)), "a cancel got an answer");
+}
+
+/// How many statements with exactly this text are running, seen through `client`.
+pub(crate) async fn running(client: &tokio_postgres::Client, query: &str) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'", &[&query])
+        .await
+        .expect("pg_stat_activity is readable")
+        .get(0)
+}
+
+/// Waits until `query` runs (or stops running, with `present = false`), for at most 20 s.
+pub(crate) async fn wait_running(
+    client: &tokio_postgres::Client,
+    query: &str,
+    present: bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if (running(client, query).await > 0) == present {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{query:?} {} within 20 s", if present { "never started" } else { "still runs" });
+}
