@@ -7,9 +7,14 @@ server reported the statement cancelled (SQLSTATE 57014) and the connection stil
 """
 
 import asyncio
+import os
 import sys
 import threading
 import time
+
+
+# Tests run side by side; each run's statement is its own.
+QUERY = f"SELECT pg_sleep(60) /* {os.getpid()} */"
 
 
 def with_psycopg(host, port, user, dbname):
@@ -22,7 +27,7 @@ def with_psycopg(host, port, user, dbname):
 
     def run():
         try:
-            conn.execute("SELECT pg_sleep(60)")
+            conn.execute(QUERY)
             outcome["error"] = "the query finished"
         except psycopg.errors.QueryCanceled:
             outcome["cancelled"] = time.monotonic()
@@ -46,7 +51,7 @@ async def with_asyncpg(host, port, user, dbname):
     import asyncpg
 
     conn = await asyncpg.connect(host=host, port=port, user=user, database=dbname, ssl=False, timeout=10)
-    query = asyncio.ensure_future(conn.fetch("SELECT pg_sleep(60)"))
+    query = asyncio.ensure_future(conn.fetch(QUERY))
     await asyncio.sleep(1.0)
     started = time.monotonic()
     # Cancelling the task makes asyncpg send a CancelRequest on a new connection.
@@ -58,9 +63,7 @@ async def with_asyncpg(host, port, user, dbname):
     # asyncpg waits for the server to answer the cancelled query before the connection is
     # usable again; if the cancel was lost, this would take the full 60 s.
     running = await asyncio.wait_for(
-        conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
-        ),
+        conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'", QUERY),
         timeout=30,
     )
     elapsed = time.monotonic() - started

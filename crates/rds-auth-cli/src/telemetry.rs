@@ -5,8 +5,12 @@ use std::io::IsTerminal;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// How log lines look.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,37 +48,33 @@ const QUIET_AWS: &str = "aws_config=error,aws_smithy_runtime=error,aws_smithy_ht
 
 /// Installs the global subscriber. `filter` uses `tracing_subscriber`'s directive syntax,
 /// for example `info` or `info,rds_auth_server=debug`. Whatever it says, aws-sigv4 logs at
-/// info at most, because its trace lines carry session tokens.
+/// info at most, because its trace lines carry session tokens: a second filter, which no
+/// directive (span-scoped ones included) can override, drops them.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     // The AWS SDK reports every step of its credential and region chains at warn level, raw
     // HTTP responses included; unless asked for, only its errors are shown.
-    let mut directives =
-        if filter.contains("aws") { filter.to_owned() } else { format!("{filter},{QUIET_AWS}") };
-    // aws-sigv4 traces the canonical request it signs, which holds the session token of
-    // temporary credentials. No filter may turn that on: its directives are replaced.
-    directives = directives
-        .split(',')
-        .filter(|d| !d.trim_start().starts_with("aws_sigv4"))
-        .collect::<Vec<_>>()
-        .join(",");
-    directives.push_str(",aws_sigv4=info");
-    let filter =
+    let directives = if filter.contains("aws") { filter.to_owned() } else { format!("{filter},{QUIET_AWS}") };
+    let env_filter =
         EnvFilter::try_new(&directives).map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let no_signing_traces =
+        filter_fn(|meta| !(meta.target().starts_with("aws_sigv4") && *meta.level() > Level::INFO));
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder
+    let layer = match format {
+        LogFormat::Text => layer.with_target(false).boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .with_span_events(FmtSpan::NONE)
-            .try_init(),
+            .boxed(),
     };
-    result.map_err(|e| format!("cannot install the logger: {e}"))
+    tracing_subscriber::registry()
+        .with(layer.with_filter(env_filter).with_filter(no_signing_traces))
+        .try_init()
+        .map_err(|e| format!("cannot install the logger: {e}"))
 }
 
 #[cfg(test)]

@@ -16,21 +16,27 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rds_auth_codec::ProtocolVersion;
+use rds_auth_codec::backend::BackendKeyData;
+use rds_auth_startup::Endpoint;
+use rds_auth_upstream::UpstreamConfig;
 
 use rds_auth_codec::StartupPacket;
 use rds_auth_codec::startup::CancelRequest;
 use rds_auth_io::{PgStream, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
 use tracing::debug;
 
 use crate::ServerProxy;
 use crate::session::connect_server_proxy;
 
 /// How long a cancel may take through the server proxy and the database.
-const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Sends a client's cancel on to where its session is, then closes the client's socket, but
 /// only after the far side has closed its own: libpq waits for that, so that a late cancel
@@ -55,10 +61,22 @@ pub(crate) async fn forward<S>(
                 server.send(&packet.to_bytes()).await.ok()?;
                 // The server proxy never answers either; it closes once the database has.
                 let mut sink = [0u8; 64];
-                while server.get_mut().read(&mut sink).await.ok()? > 0 {}
-                Some(())
+                loop {
+                    match server.get_mut().read(&mut sink).await {
+                        Ok(0) => return Some(()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Some(()),
+                        Err(_) => return None,
+                    }
+                }
             };
             tokio::time::timeout(CANCEL_TIMEOUT, exchange).await.ok().flatten().is_some()
+        }
+        CancelRoute::Direct { addr, endpoint, key, upstream } => {
+            let request = CancelRequest { pid: key.pid, key: key.key };
+            rds_auth_upstream::send_cancel(addr, &endpoint, request, &upstream.tls, CANCEL_TIMEOUT)
+                .await
+                .is_ok()
         }
     };
     debug!(
@@ -75,6 +93,8 @@ pub(crate) async fn forward<S>(
 pub(crate) enum CancelRoute {
     /// To a server proxy, over the same mutual TLS as sessions, with its sealed key.
     ServerProxy { proxy: Arc<ServerProxy>, key: Bytes },
+    /// Direct mode: to the database itself, at the address the session used, inside TLS.
+    Direct { addr: SocketAddr, endpoint: Endpoint, key: BackendKeyData, upstream: Arc<UpstreamConfig> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -185,7 +205,7 @@ mod tests {
         CancelRoute::ServerProxy {
             proxy: Arc::new(ServerProxy {
                 name: "default".into(),
-                address: "127.0.0.1:1".into(),
+                address: crate::ProxyAddress::Fixed("127.0.0.1:1".into()),
                 server_name: ServerName::try_from("proxy.test").unwrap(),
                 tls: Arc::new(tls),
                 connect_timeout: Duration::from_secs(1),

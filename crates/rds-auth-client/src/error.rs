@@ -26,6 +26,11 @@ pub enum ClientError {
     ServerProxyProtocol,
     #[error("the client went away")]
     ClientGone,
+    /// Direct mode: reaching or authenticating to the database failed.
+    #[error(transparent)]
+    Upstream(#[from] rds_auth_upstream::UpstreamError),
+    #[error("the session was not ready within {} s", .0.as_secs())]
+    SetupTimeout(std::time::Duration),
     /// The server proxy or the database refused the session and the client has been told.
     #[error("refused upstream with {sqlstate}: {message}")]
     RefusedUpstream { sqlstate: SqlState, message: String },
@@ -40,9 +45,12 @@ impl ClientError {
             ClientError::ServerProxyUnreachable { .. }
             | ClientError::ServerProxyTls { .. }
             | ClientError::ClientCertificateRefused { .. } => SqlState::UNABLE_TO_CONNECT,
-            ClientError::ServerProxyClosed | ClientError::ClientGone => SqlState::CONNECTION_FAILURE,
+            ClientError::ServerProxyClosed | ClientError::ClientGone | ClientError::SetupTimeout(_) => {
+                SqlState::CONNECTION_FAILURE
+            }
             ClientError::ServerProxyProtocol => SqlState::PROTOCOL_VIOLATION,
             ClientError::RefusedUpstream { sqlstate, .. } => *sqlstate,
+            ClientError::Upstream(e) => e.sqlstate(),
         }
     }
 
@@ -58,11 +66,17 @@ impl ClientError {
             }
             ClientError::ServerProxyClosed | ClientError::ServerProxyProtocol => "server_proxy",
             ClientError::ClientGone => "client_gone",
+            ClientError::SetupTimeout(_) => "setup_timeout",
             ClientError::RefusedUpstream { .. } => "refused_upstream",
+            ClientError::Upstream(rds_auth_upstream::UpstreamError::Rejected(_)) => "rejected_by_database",
+            ClientError::Upstream(_) => "upstream",
         }
     }
 
     pub fn to_error_fields(&self) -> ErrorFields {
+        if let ClientError::Upstream(e) = self {
+            return e.to_error_fields();
+        }
         let hint = match self {
             ClientError::Wire(_) => "the client does not speak the PostgreSQL protocol, or its packet was damaged".to_owned(),
             ClientError::Startup(e) => e.hint().to_owned(),
@@ -81,8 +95,11 @@ impl ClientError {
                 "the server proxy requires a client certificate signed by its CA: set cert and key under [upstreams.{name}]"
             ),
             ClientError::ServerProxyClosed => "check the server proxy's logs for this session".to_owned(),
+            ClientError::SetupTimeout(_) => {
+                "the AWS credentials, the server proxy or the database did not answer in time; run `rds-auth-proxy doctor`".to_owned()
+            }
             ClientError::ServerProxyProtocol => "the upstream address does not lead to an rds-auth-proxy server".to_owned(),
-            ClientError::ClientGone | ClientError::RefusedUpstream { .. } => String::new(),
+            ClientError::ClientGone | ClientError::RefusedUpstream { .. } | ClientError::Upstream(_) => String::new(),
         };
         let fields = ErrorFields::fatal(self.sqlstate(), self.to_string());
         if hint.is_empty() { fields } else { fields.hint(hint) }

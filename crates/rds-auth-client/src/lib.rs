@@ -15,18 +15,28 @@
 //! 6. query cancel ([`CancelRegistry`]): the client sees the real backend pid and a key of
 //!    ours, which leads back to the server proxy's sealed cancel token.
 //!
+//! 7. direct mode ([`Route::Direct`]), where the client proxy reaches the database itself
+//!    through `rds-auth-upstream`, and tunnels ([`Tunnel`]) to server proxies behind
+//!    `kubectl port-forward` or any command that opens a local port.
+//!
 //! What it does not do: read configuration files, or talk to AWS except through the
 //! credential provider it is given. The binary `rds-auth-proxy` builds the [`Target`]s.
 //!
 //! [`TokenCache`]: rds_auth_token::TokenCache
 
 mod cancel;
+mod checks;
+mod credentials;
 mod error;
 mod proxy;
 mod session;
 mod target;
+mod tunnel;
 
 pub use crate::cancel::CancelRegistry;
+pub use crate::checks::{LoginCheck, ProxyCheck, check_login, check_server_proxy};
+pub use crate::credentials::{CachedCredentials, cached};
 pub use crate::error::ClientError;
-pub use crate::proxy::{Listener, Shared, run};
-pub use crate::target::{Route, ServerProxy, Target, TargetAuth};
+pub use crate::proxy::{Listener, LocalSocket, Shared, run};
+pub use crate::target::{ProxyAddress, Route, ServerProxy, Target, TargetAuth};
+pub use crate::tunnel::{Tunnel, TunnelPort, TunnelSpec};

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_token::TokenCache;
-use tokio::net::TcpListener;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -21,6 +24,8 @@ pub struct Shared {
     /// Local TLS toward Postgres clients; `None` answers `N` to SSLRequest.
     pub local_tls: Option<Arc<rustls::ServerConfig>>,
     pub startup_timeout: Duration,
+    /// Bounds everything from the StartupMessage to ReadyForQuery.
+    pub handshake_timeout: Duration,
     pub relay: RelayConfig,
     /// How long open sessions may go on after Ctrl-C before they are ended.
     pub drain_timeout: Duration,
@@ -30,7 +35,28 @@ pub struct Shared {
 #[derive(Debug)]
 pub struct Listener {
     pub target: Arc<Target>,
-    pub socket: TcpListener,
+    pub socket: LocalSocket,
+}
+
+/// Where local clients connect.
+#[derive(Debug)]
+pub enum LocalSocket {
+    Tcp(TcpListener),
+    /// A Unix socket, `.s.PGSQL.<port>` in a directory only its owner can open, so other
+    /// users of the machine cannot borrow the IAM identity behind it. Removed on exit.
+    Unix(UnixListener, PathBuf),
+}
+
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+async fn accept(socket: &LocalSocket) -> io::Result<Accepted> {
+    match socket {
+        LocalSocket::Tcp(listener) => listener.accept().await.map(|(tcp, peer)| Accepted::Tcp(tcp, peer)),
+        LocalSocket::Unix(listener, _) => listener.accept().await.map(|(unix, _)| Accepted::Unix(unix)),
+    }
 }
 
 /// Serves every listener until `shutdown` completes, then drains: no new connections, open
@@ -51,18 +77,38 @@ pub async fn run(
         accept_loops.push(tokio::spawn(async move {
             let Listener { target, socket } = listener;
             loop {
-                let (tcp, peer) = tokio::select! {
+                let accepted = tokio::select! {
                     () = stop.cancelled() => break,
-                    accepted = socket.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            warn!(target = %target.name, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
+                    accepted = accept(&socket) => accepted,
                 };
-                sessions.spawn(session::serve(tcp, peer, target.clone(), shared.clone(), terminate.clone()));
+                match accepted {
+                    Ok(Accepted::Tcp(tcp, peer)) => {
+                        sessions.spawn(session::serve_tcp(
+                            tcp,
+                            peer,
+                            target.clone(),
+                            shared.clone(),
+                            terminate.clone(),
+                        ));
+                    }
+                    Ok(Accepted::Unix(unix)) => {
+                        sessions.spawn(session::serve(
+                            unix,
+                            "unix".to_owned(),
+                            target.clone(),
+                            shared.clone(),
+                            terminate.clone(),
+                        ));
+                    }
+                    // Running out of file descriptors must not end the proxy: wait and go on.
+                    Err(e) => {
+                        warn!(target = %target.name, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            if let LocalSocket::Unix(_, path) = &socket {
+                let _ = std::fs::remove_file(path);
             }
         }));
     }

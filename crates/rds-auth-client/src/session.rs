@@ -5,20 +5,22 @@ use std::time::SystemTime;
 use aws_credential_types::provider::ProvideCredentials;
 use bytes::BytesMut;
 use rds_auth_codec::backend::{Authentication, BackendKeyData, BackendMessage};
-use rds_auth_codec::startup::StartupMessage;
-use rds_auth_codec::{ErrorFields, Limits, ProtocolVersion, SqlState, StartupPacket};
+use rds_auth_codec::startup::{CancelRequest, StartupMessage};
+use rds_auth_codec::{ErrorFields, Limits, Params, ProtocolVersion, SqlState, StartupPacket};
 use rds_auth_io::accept::{self, AcceptPolicy, Accepted};
 use rds_auth_io::relay::{self, NoObserver, RelayEnd};
 use rds_auth_io::{IoError, PgStream, Rewind, Transport, socket};
-use rds_auth_startup::{Injection, Secret};
+use rds_auth_startup::{Endpoint, Injection, Secret};
 use rds_auth_token::TokenRequest;
+use rds_auth_upstream::{Credential, UpstreamConfig, UpstreamError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span};
 
 use crate::cancel::{CancelGuard, CancelRoute};
-use crate::{CancelRegistry, ClientError, Route, ServerProxy, Shared, Target, TargetAuth};
+use crate::{CancelRegistry, ClientError, ProxyAddress, Route, ServerProxy, Shared, Target, TargetAuth};
 
 /// The newest protocol minor version the client proxy offers its clients, and speaks with the
 /// server proxy whatever the client speaks.
@@ -26,15 +28,19 @@ const NEWEST_MINOR: u16 = 2;
 /// The largest message read before ReadyForQuery.
 const MAX_TAIL_MESSAGE: usize = 1 << 20;
 
-type Stream = PgStream<Transport<TcpStream>>;
+/// The connection toward the database side: the server proxy, or the database in direct mode.
+type Upstream = PgStream<Transport<TcpStream>>;
 
-pub(crate) async fn serve(
-    tcp: TcpStream,
-    peer: SocketAddr,
+/// One local connection, TCP or Unix socket, from accept to close, inside its span.
+pub(crate) async fn serve<S>(
+    stream: S,
+    peer: String,
     target: Arc<Target>,
     shared: Arc<Shared>,
     terminate: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let span = info_span!(
         "conn",
         conn.id = %uuid::Uuid::new_v4().simple(),
@@ -44,10 +50,10 @@ pub(crate) async fn serve(
         auth.mode = target.auth.name(),
     );
     async move {
-        let _ = socket::tune(&tcp);
         let policy =
             AcceptPolicy { tls: shared.local_tls.clone(), max_startup_len: Limits::POSTGRES_STARTUP };
-        let Ok(accepted) = tokio::time::timeout(shared.startup_timeout, accept::accept(tcp, &policy)).await
+        let Ok(accepted) =
+            tokio::time::timeout(shared.startup_timeout, accept::accept(stream, &policy)).await
         else {
             debug!("startup timeout");
             return;
@@ -70,17 +76,44 @@ pub(crate) async fn serve(
     .await;
 }
 
-async fn session(
-    mut client: Stream,
+/// Accepts TCP connections with the socket options every proxy socket gets.
+pub(crate) async fn serve_tcp(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    target: Arc<Target>,
+    shared: Arc<Shared>,
+    terminate: CancellationToken,
+) {
+    let _ = socket::tune(&tcp);
+    serve(tcp, peer.to_string(), target, shared, terminate).await;
+}
+
+/// What a session keeps once it is ready for queries.
+struct Ready {
+    upstream: Upstream,
+    /// Unregisters the client's cancel key when the session ends.
+    _cancel: Option<CancelGuard>,
+    /// In direct mode, the database's own key and address, to cancel a vanished client's query.
+    direct_cancel: Option<(SocketAddr, Endpoint, BackendKeyData, Arc<UpstreamConfig>)>,
+}
+
+async fn session<S>(
+    mut client: PgStream<Transport<S>>,
     message: StartupMessage,
     target: &Target,
     shared: &Shared,
     terminate: &CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let started = std::time::Instant::now();
-    // The cancel key stays registered exactly as long as the session runs.
-    let (server, _cancel_guard) = match setup(&mut client, message, target, shared).await {
-        Ok(server) => server,
+    // Everything from the StartupMessage to ReadyForQuery is bounded: credentials, the server
+    // proxy and the database each could stall, and a stalled session holds its sockets.
+    let ready = tokio::time::timeout(shared.handshake_timeout, setup(&mut client, message, target, shared))
+        .await
+        .unwrap_or(Err(ClientError::SetupTimeout(shared.handshake_timeout)));
+    let ready = match ready {
+        Ok(ready) => ready,
         Err(error) => {
             info!(reason = error.reason(), error = %error, "session refused");
             if !matches!(error, ClientError::ClientGone | ClientError::RefusedUpstream { .. }) {
@@ -90,7 +123,7 @@ async fn session(
         }
     };
     let (mut client_io, client_ahead) = client.into_parts();
-    let (mut server_io, server_ahead) = server.into_parts();
+    let (mut upstream_io, upstream_ahead) = ready.upstream.into_parts();
     let closing = ErrorFields::fatal(
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection because the client proxy is shutting down",
@@ -99,15 +132,33 @@ async fn session(
     .to_error_bytes();
     let outcome = relay::relay(
         &mut client_io,
-        &mut server_io,
+        &mut upstream_io,
         client_ahead,
-        server_ahead,
+        upstream_ahead,
         shared.relay,
         terminate.cancelled(),
         closing,
         &mut NoObserver,
     )
     .await;
+    // Through a server proxy, it cancels a vanished client's query itself; in direct mode
+    // that falls to us.
+    let vanished =
+        matches!(outcome.end, RelayEnd::ClientClosed | RelayEnd::ClientError(_) | RelayEnd::Shutdown)
+            && outcome.queries_in_flight > 0
+            && !outcome.terminated;
+    if vanished && let Some((addr, endpoint, key, upstream)) = ready.direct_cancel {
+        let request = CancelRequest { pid: key.pid, key: key.key };
+        let sent = rds_auth_upstream::send_cancel(
+            addr,
+            &endpoint,
+            request,
+            &upstream.tls,
+            crate::cancel::CANCEL_TIMEOUT,
+        )
+        .await;
+        info!(sent = sent.is_ok(), "the client vanished mid-query: cancelled its statement");
+    }
     let end = match &outcome.end {
         RelayEnd::ClientClosed => "client_closed",
         RelayEnd::ServerClosed => "server_closed",
@@ -125,12 +176,15 @@ async fn session(
     );
 }
 
-async fn setup(
-    client: &mut Stream,
+async fn setup<S>(
+    client: &mut PgStream<Transport<S>>,
     message: StartupMessage,
     target: &Target,
     shared: &Shared,
-) -> Result<(Stream, Option<CancelGuard>), ClientError> {
+) -> Result<Ready, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let StartupMessage { version, mut params } = message;
     let negotiation = rds_auth_startup::negotiate(version, &mut params, NEWEST_MINOR);
     if let Some(reply) = &negotiation.reply {
@@ -145,16 +199,106 @@ async fn setup(
         TargetAuth::Password(secret) => Some(secret.clone()),
         TargetAuth::Passthrough => None,
     };
+    match &target.route {
+        Route::ServerProxy(proxy) => {
+            via_server_proxy(client, params, credential, target, proxy, negotiation.version, &shared.cancels)
+                .await
+        }
+        Route::Direct(upstream) => {
+            direct(client, params, &user, credential, target, upstream, negotiation.version, &shared.cancels)
+                .await
+        }
+    }
+}
+
+async fn via_server_proxy<S>(
+    client: &mut PgStream<Transport<S>>,
+    params: Params,
+    credential: Option<Secret>,
+    target: &Target,
+    proxy: &Arc<ServerProxy>,
+    version: ProtocolVersion,
+    cancels: &Arc<CancelRegistry>,
+) -> Result<Ready, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let params =
         rds_auth_startup::inject(&params, &Injection { target: target.endpoint.clone(), credential })?;
     let startup =
         StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_2, params }).to_bytes();
+    let mut upstream = connect_server_proxy(proxy).await?;
+    upstream.send(&startup).await.map_err(|e| server_error(IoError::Io(e), proxy))?;
+    let mut guard = None;
+    relay_startup_tail(
+        &mut upstream,
+        client,
+        None,
+        |error| server_error(error, proxy),
+        |key| {
+            let route = CancelRoute::ServerProxy { proxy: proxy.clone(), key: key.key.clone() };
+            let (client_key, registered) = cancels.register(key.pid, version, route);
+            guard = Some(registered);
+            client_key
+        },
+    )
+    .await?;
+    Ok(Ready { upstream, _cancel: guard, direct_cancel: None })
+}
 
-    let Route::ServerProxy(proxy) = &target.route;
-    let mut server = connect_server_proxy(proxy).await?;
-    server.send(&startup).await.map_err(|e| server_error(IoError::Io(e), proxy))?;
-    let guard = relay_startup_tail(&mut server, client, negotiation.version, proxy, &shared.cancels).await?;
-    Ok((server, guard))
+#[allow(clippy::too_many_arguments, reason = "one call site; the arguments are the session's parts")]
+async fn direct<S>(
+    client: &mut PgStream<Transport<S>>,
+    params: Params,
+    user: &str,
+    credential: Option<Secret>,
+    target: &Target,
+    upstream: &Arc<UpstreamConfig>,
+    version: ProtocolVersion,
+    cancels: &Arc<CancelRegistry>,
+) -> Result<Ready, ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (credential, passthrough) = match (&target.auth, credential) {
+        (TargetAuth::Iam, Some(token)) => (Credential::Token(token), false),
+        (TargetAuth::Password(_), Some(password)) => (Credential::Password(password), false),
+        _ => (Credential::Passthrough, true),
+    };
+    let client_for_auth = if passthrough { Some(&mut *client) } else { None };
+    let mut connected =
+        rds_auth_upstream::login(&target.endpoint, upstream, params, user, credential, client_for_auth)
+            .await
+            .map_err(ClientError::Upstream)?;
+    let peer = connected.peer;
+    let mut guard = None;
+    let mut backend_key = None;
+    relay_startup_tail(
+        &mut connected.stream,
+        client,
+        Some(BackendMessage::Authentication(Authentication::Ok)),
+        |error| {
+            ClientError::Upstream(match error {
+                IoError::Wire(wire) => UpstreamError::Protocol(wire),
+                _ => UpstreamError::ClosedDuringAuth,
+            })
+        },
+        |key| {
+            let route = CancelRoute::Direct {
+                addr: peer,
+                endpoint: target.endpoint.clone(),
+                key: key.clone(),
+                upstream: upstream.clone(),
+            };
+            let (client_key, registered) = cancels.register(key.pid, version, route);
+            guard = Some(registered);
+            backend_key = Some(key.clone());
+            client_key
+        },
+    )
+    .await?;
+    let direct_cancel = backend_key.map(|key| (peer, target.endpoint.clone(), key, upstream.clone()));
+    Ok(Ready { upstream: connected.stream, _cancel: guard, direct_cancel })
 }
 
 /// A token for exactly this user and the target's endpoint, port and region, reused from the
@@ -171,10 +315,19 @@ async fn sign(target: &Target, user: &str, shared: &Shared) -> Result<Secret, Cl
     Ok(Secret::new(token.expose().to_owned()))
 }
 
-pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Stream, ClientError> {
-    let unreachable =
-        || ClientError::ServerProxyUnreachable { name: proxy.name.clone(), address: proxy.address.clone() };
-    let tcp = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(proxy.address.as_str()))
+/// Direct TLS 1.3 with ALPN `postgresql` to a server proxy, presenting the client certificate.
+pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Upstream, ClientError> {
+    let unreachable = || ClientError::ServerProxyUnreachable {
+        name: proxy.name.clone(),
+        address: proxy.address.to_string(),
+    };
+    let address = match &proxy.address {
+        ProxyAddress::Fixed(address) => address.clone(),
+        ProxyAddress::Tunnel(tunnel) => {
+            tunnel.addr(proxy.connect_timeout).await.ok_or_else(unreachable)?.to_string()
+        }
+    };
+    let tcp = tokio::time::timeout(proxy.connect_timeout, TcpStream::connect(address.as_str()))
         .await
         .map_err(|_| unreachable())?
         .map_err(|_| unreachable())?;
@@ -189,34 +342,36 @@ pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Stream, 
     Ok(PgStream::new(Transport::Tls(Box::new(TlsStream::Client(tls)))))
 }
 
-/// Relays what the server proxy says until ReadyForQuery, and in passthrough mode the
-/// client's answers to authentication requests. Messages are batched into one write until
-/// the client has to act.
-async fn relay_startup_tail(
-    server: &mut Stream,
-    client: &mut Stream,
-    version: ProtocolVersion,
-    proxy: &Arc<ServerProxy>,
-    cancels: &Arc<CancelRegistry>,
-) -> Result<Option<CancelGuard>, ClientError> {
+/// Relays what comes from upstream until ReadyForQuery, starting with `first` if given, and
+/// in passthrough mode the client's answers to authentication requests. BackendKeyData goes
+/// through `rekey`, the one place an upstream key becomes the client's: the real pid, and a
+/// key of ours. Messages are batched into one write until the client has to act.
+async fn relay_startup_tail<S>(
+    upstream: &mut Upstream,
+    client: &mut PgStream<Transport<S>>,
+    first: Option<BackendMessage>,
+    read_error: impl Fn(IoError) -> ClientError,
+    mut rekey: impl FnMut(&BackendKeyData) -> bytes::Bytes,
+) -> Result<(), ClientError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut out = BytesMut::new();
-    let mut guard = None;
+    if let Some(first) = first {
+        first.encode(&mut out);
+    }
     loop {
         let message = tokio::select! {
-            message = server.read_backend(MAX_TAIL_MESSAGE) => message.map_err(|e| server_error(e, proxy))?,
+            message = upstream.read_backend(MAX_TAIL_MESSAGE) => message.map_err(&read_error)?,
             frame = client.read_frame(MAX_TAIL_MESSAGE), if out.is_empty() => {
                 let frame = frame.map_err(|_| ClientError::ClientGone)?;
-                server.send(&frame.to_bytes()).await.map_err(|_| ClientError::ServerProxyClosed)?;
+                upstream.send(&frame.to_bytes()).await.map_err(|e| read_error(IoError::Io(e)))?;
                 continue;
             }
         };
         let flush_now = match &message {
             BackendMessage::BackendKeyData(key) => {
-                // The one place the server proxy's key becomes the client's: the real pid,
-                // and a key of ours that leads back to the sealed one.
-                let route = CancelRoute::ServerProxy { proxy: proxy.clone(), key: key.key.clone() };
-                let (client_key, registered) = cancels.register(key.pid, version, route);
-                guard = Some(registered);
+                let client_key = rekey(key);
                 BackendMessage::BackendKeyData(BackendKeyData { pid: key.pid, key: client_key })
                     .encode(&mut out);
                 false
@@ -224,11 +379,10 @@ async fn relay_startup_tail(
             // The server proxy downgraded the leg between the proxies; the client's version
             // was settled already, so this stays between the proxies.
             BackendMessage::NegotiateProtocolVersion { .. } => false,
-            BackendMessage::Authentication(Authentication::Ok) => {
-                message.encode(&mut out);
-                false
-            }
-            BackendMessage::ParameterStatus { .. } | BackendMessage::NoticeResponse(_) => {
+            BackendMessage::Authentication(Authentication::Ok)
+            | BackendMessage::ParameterStatus { .. }
+            | BackendMessage::NoticeResponse(_)
+            | BackendMessage::Other(_) => {
                 message.encode(&mut out);
                 false
             }
@@ -238,16 +392,12 @@ async fn relay_startup_tail(
                 message.encode(&mut out);
                 true
             }
-            BackendMessage::Other(_) => {
-                message.encode(&mut out);
-                false
-            }
         };
         if flush_now {
             client.send(&out).await.map_err(|_| ClientError::ClientGone)?;
             out.clear();
             match message {
-                BackendMessage::ReadyForQuery(_) => return Ok(guard),
+                BackendMessage::ReadyForQuery(_) => return Ok(()),
                 BackendMessage::ErrorResponse(fields) => {
                     let sqlstate = fields.sqlstate().unwrap_or(SqlState::INTERNAL_ERROR);
                     return Err(ClientError::RefusedUpstream { sqlstate, message: fields.message() });
@@ -260,7 +410,7 @@ async fn relay_startup_tail(
 
 /// Why reading from or writing to the server proxy failed. TLS 1.3 reports a refused client
 /// certificate only after the handshake, as an alert on the first read.
-fn server_error(error: IoError, proxy: &ServerProxy) -> ClientError {
+pub(crate) fn server_error(error: IoError, proxy: &ServerProxy) -> ClientError {
     use rustls::AlertDescription as Alert;
     match error {
         IoError::Wire(_) => ClientError::ServerProxyProtocol,

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use rds_auth_startup::{Endpoint, Secret};
+use rds_auth_upstream::UpstreamConfig;
 use rustls::pki_types::ServerName;
+
+use crate::Tunnel;
 
 /// How a target's sessions authenticate to the database.
 #[derive(Clone)]
@@ -33,12 +36,29 @@ impl fmt::Debug for TargetAuth {
     }
 }
 
+/// How to reach a server proxy.
+#[derive(Debug)]
+pub enum ProxyAddress {
+    /// `host:port`.
+    Fixed(String),
+    /// The local end of a supervised tunnel.
+    Tunnel(Arc<Tunnel>),
+}
+
+impl fmt::Display for ProxyAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxyAddress::Fixed(address) => f.write_str(address),
+            ProxyAddress::Tunnel(tunnel) => write!(f, "tunnel {}", tunnel.name()),
+        }
+    }
+}
+
 /// A server proxy the client proxy forwards sessions to.
 #[derive(Debug)]
 pub struct ServerProxy {
     pub name: String,
-    /// `host:port` to connect to.
-    pub address: String,
+    pub address: ProxyAddress,
     /// The name the server proxy's certificate must carry.
     pub server_name: ServerName<'static>,
     /// Verifies the server proxy against its CA and presents the user's client certificate.
@@ -49,7 +69,11 @@ pub struct ServerProxy {
 /// Where a target's sessions go.
 #[derive(Debug, Clone)]
 pub enum Route {
+    /// Through a server proxy, which reaches the database.
     ServerProxy(Arc<ServerProxy>),
+    /// Straight to the database, for laptops that already reach it (over a VPN, say): the
+    /// client proxy does the server proxy's upstream work itself.
+    Direct(Arc<UpstreamConfig>),
 }
 
 /// A database a local listener leads to.

@@ -17,6 +17,9 @@ pub enum WireError {
     MessageTooLarge { tag: u8, len: u64, max: usize },
     #[error("malformed {what}: {why}")]
     Malformed { what: &'static str, why: &'static str },
+    /// A CancelRequest of the wrong size. It is never answered, so callers close in silence.
+    #[error("malformed cancel request: key length out of range")]
+    BadCancelRequest,
 }
 
 impl WireError {

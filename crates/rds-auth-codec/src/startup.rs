@@ -246,10 +246,10 @@ impl StartupPacket {
             GSSENC_REQUEST_CODE => Ok(Some(StartupPacket::GssEncRequest)),
             CANCEL_REQUEST_CODE => {
                 let mut cursor = Cursor::new(body, "cancel request");
-                let pid = cursor.u32()?;
+                let pid = cursor.u32().map_err(|_| WireError::BadCancelRequest)?;
                 let key = cursor.rest();
                 if !(MIN_CANCEL_KEY_LEN..=MAX_CANCEL_KEY_LEN).contains(&key.len()) {
-                    return Err(WireError::malformed("cancel request", "key length out of range"));
+                    return Err(WireError::BadCancelRequest);
                 }
                 Ok(Some(StartupPacket::CancelRequest(CancelRequest { pid, key })))
             }

@@ -10,7 +10,8 @@
 //!   after `N`, or inside TLS.
 //!
 //! Nothing here answers a request with an ErrorResponse: clients must not show one sent in
-//! reply to SSLRequest (CVE-2024-10977). Errors are for after the StartupMessage.
+//! reply to SSLRequest (CVE-2024-10977), and a cancel is never answered. Errors are for
+//! after the StartupMessage, or for a packet that could only be a startup.
 
 use std::io;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ pub enum CloseReason {
     DirectTlsRefused,
     /// A second SSLRequest or GSSENCRequest, or one inside TLS.
     RepeatedRequest,
+    /// Plaintext bytes after an SSLRequest, before its answer.
+    EarlyData,
+    /// A CancelRequest with a key of the wrong size.
+    BadCancel,
     Io(io::Error),
 }
 
@@ -68,6 +73,8 @@ impl CloseReason {
             CloseReason::Tls(_) => "tls_handshake",
             CloseReason::DirectTlsRefused => "direct_tls_refused",
             CloseReason::RepeatedRequest => "repeated_request",
+            CloseReason::EarlyData => "early_data",
+            CloseReason::BadCancel => "bad_cancel",
             CloseReason::Io(_) => "io",
         }
     }
@@ -100,6 +107,10 @@ where
         let packet = match stream.read_startup(policy.max_startup_len).await {
             Ok(Some(packet)) => packet,
             Ok(None) => return Accepted::Close(CloseReason::PeerLeft),
+            // A cancel is never answered, even a malformed one.
+            Err(IoError::Wire(WireError::BadCancelRequest)) => {
+                return Accepted::Close(CloseReason::BadCancel);
+            }
             Err(IoError::Wire(error)) => return Accepted::Refuse { stream, error },
             Err(e) => return Accepted::Close(io_reason(e)),
         };
@@ -109,12 +120,10 @@ where
                     return Accepted::Close(CloseReason::RepeatedRequest);
                 }
                 ssl_requested = true;
+                // Bytes after an SSLRequest, before the answer, are a buffer-stuffing attempt.
+                // Nothing may answer an SSLRequest but S or N, so the connection just closes.
                 if !stream.buffered().is_empty() {
-                    let error = WireError::Malformed {
-                        what: "SSLRequest",
-                        why: "received unencrypted data after SSL request",
-                    };
-                    return Accepted::Refuse { stream, error };
+                    return Accepted::Close(CloseReason::EarlyData);
                 }
                 let Some(tls) = &policy.tls else {
                     if let Err(e) = stream.send(b"N").await {

@@ -127,6 +127,7 @@ where
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining = false;
+    let closing_len = closing_message.len();
     let mut closing = Some(closing_message);
     let mut up_end: Option<RelayEnd> = None;
     let mut linger = std::pin::pin!(None::<tokio::time::Sleep>);
@@ -135,7 +136,9 @@ where
         if !draining && shutdown.as_mut().poll(cx).is_ready() {
             draining = true;
         }
-        if up_end.is_none() {
+        // Once the closing message has begun, nothing else may be copied around or into it.
+        let closing_started = closing.as_ref().is_some_and(|m| m.len() < closing_len);
+        if up_end.is_none() && !closing_started {
             match up.poll_copy(cx, client, server, &mut counts, observer) {
                 // The server went away while the client was still talking: what the server
                 // said last (usually a FATAL explaining why) is still on its way down, so let
@@ -148,7 +151,9 @@ where
                 Poll::Pending => {}
             }
         }
-        if let Poll::Ready(end) = down.poll_copy(cx, server, client, &mut counts, observer) {
+        if !closing_started
+            && let Poll::Ready(end) = down.poll_copy(cx, server, client, &mut counts, observer)
+        {
             return Poll::Ready(end);
         }
         if let Some(sleep) = linger.as_mut().as_pin_mut()

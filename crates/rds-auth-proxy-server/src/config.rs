@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
+use rds_auth_discovery::{AccountConfig, AccountCredentials, DiscoveryConfig, TagRules};
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, ClientAuth, Identity};
-use rds_auth_server::{Allowlist, AuthMode, AuthModes, CancelKeys, CancelState, ServerConfig, TargetRule};
+use rds_auth_server::{
+    Allowlist, AuthMode, AuthModes, CancelKeys, CancelState, FollowConfig, ServerConfig, TargetRule,
+};
 use rds_auth_startup::Endpoint;
 use rds_auth_upstream::{Resolver, UpstreamConfig};
 use serde::{Deserialize, Serialize};
@@ -29,7 +32,114 @@ pub(crate) struct Settings {
     pub(crate) targets: Vec<TargetSetting>,
     pub(crate) limits: Limits,
     pub(crate) cancel: CancelSettings,
+    pub(crate) discovery: DiscoverySettings,
     pub(crate) log: Log,
+}
+
+/// Targets from RDS, added to the static ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DiscoverySettings {
+    /// Regions of the server's own account (its IRSA role or instance profile).
+    pub(crate) regions: Vec<String>,
+    /// More accounts, each reached by assuming a role.
+    pub(crate) accounts: BTreeMap<String, DiscoveryAccount>,
+    /// Every pattern must match a database's tags: `key=value`, `key=glob*`, or `key`.
+    pub(crate) allow_tags: Vec<String>,
+    /// No pattern may match.
+    pub(crate) block_tags: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub(crate) refresh_interval: Duration,
+    /// The auth modes discovered targets accept.
+    pub(crate) auth: Vec<AuthModeSetting>,
+    /// Another RDS API endpoint (a VPC endpoint, or a test double).
+    pub(crate) endpoint_url: Option<String>,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> DiscoverySettings {
+        DiscoverySettings {
+            regions: Vec::new(),
+            accounts: BTreeMap::new(),
+            allow_tags: Vec::new(),
+            block_tags: Vec::new(),
+            refresh_interval: Duration::from_secs(60),
+            auth: vec![AuthModeSetting::Iam],
+            endpoint_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DiscoveryAccount {
+    pub(crate) role_arn: Option<String>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) profile: Option<String>,
+    pub(crate) regions: Vec<String>,
+}
+
+/// Discovery and what discovered targets accept, when any region is configured.
+pub(crate) struct DiscoveryPlan {
+    pub(crate) config: DiscoveryConfig,
+    pub(crate) follow: FollowConfig,
+}
+
+pub(crate) fn discovery(
+    loaded: &Loaded<Settings>,
+    static_rules: Vec<TargetRule>,
+) -> Result<Option<DiscoveryPlan>, ConfigError> {
+    let settings = &loaded.value.discovery;
+    let mut accounts = Vec::new();
+    if !settings.regions.is_empty() {
+        accounts.push(AccountConfig {
+            name: "default".into(),
+            credentials: AccountCredentials::Default,
+            regions: settings.regions.clone(),
+        });
+    }
+    for (name, account) in &settings.accounts {
+        let credentials = match (&account.role_arn, &account.profile) {
+            (Some(role_arn), profile) => AccountCredentials::AssumeRole {
+                role_arn: role_arn.clone(),
+                external_id: account.external_id.clone(),
+                session_name: "rds-auth-proxy-server".into(),
+                source_profile: profile.clone(),
+            },
+            (None, Some(profile)) => AccountCredentials::Profile(profile.clone()),
+            (None, None) => AccountCredentials::Default,
+        };
+        if account.regions.is_empty() {
+            return Err(loaded.error_at(
+                &format!("discovery.accounts.{name}.regions"),
+                "no regions to search",
+                "list the account's regions",
+            ));
+        }
+        accounts.push(AccountConfig { name: name.clone(), credentials, regions: account.regions.clone() });
+    }
+    if accounts.is_empty() {
+        return Ok(None);
+    }
+    let rules = TagRules::parse(&settings.allow_tags, &settings.block_tags).map_err(|e| {
+        loaded.error_at("discovery.allow_tags", e.to_string(), "write tags as key=value, key=glob* or key")
+    })?;
+    if settings.auth.is_empty() {
+        return Err(loaded.error_at("discovery.auth", "no auth mode", "use [\"iam\"]"));
+    }
+    let modes = AuthModes::from_modes(&settings.auth.iter().map(|m| mode(*m)).collect::<Vec<_>>());
+    Ok(Some(DiscoveryPlan {
+        config: DiscoveryConfig { accounts, rules, endpoint_url: settings.endpoint_url.clone() },
+        follow: FollowConfig { interval: settings.refresh_interval, modes, static_rules },
+    }))
+}
+
+fn mode(setting: AuthModeSetting) -> AuthMode {
+    match setting {
+        AuthModeSetting::Iam => AuthMode::Iam,
+        AuthModeSetting::Password => AuthMode::Password,
+        AuthModeSetting::Passthrough => AuthMode::Passthrough,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +252,8 @@ fn default_auth() -> Vec<AuthModeSetting> {
 pub(crate) struct Limits {
     #[serde(with = "humantime_serde")]
     pub(crate) startup_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub(crate) handshake_timeout: Duration,
     pub(crate) max_startup_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub(crate) token_clock_skew: Duration,
@@ -153,6 +265,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             startup_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(60),
             max_startup_bytes: 32 * 1024,
             token_clock_skew: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
@@ -196,8 +309,11 @@ pub(crate) struct LogFlags {
     pub(crate) level: Option<String>,
 }
 
-/// Validates the settings and builds the library configuration and the listen address.
-pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConfig), ConfigError> {
+/// Validates the settings and builds the library configuration, the listen address, and
+/// discovery when it is configured.
+pub(crate) fn build(
+    loaded: &Loaded<Settings>,
+) -> Result<(SocketAddr, ServerConfig, Option<DiscoveryPlan>), ConfigError> {
     let settings = &loaded.value;
     let listen: SocketAddr = settings.listen.address.parse().map_err(|_| {
         loaded.error_at("listen.address", "expected an address:port such as 0.0.0.0:5432", "")
@@ -239,17 +355,10 @@ pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConf
                 "use [\"iam\"], [\"password\"] or [\"passthrough\"]",
             ));
         }
-        let modes: Vec<AuthMode> = target
-            .auth
-            .iter()
-            .map(|m| match m {
-                AuthModeSetting::Iam => AuthMode::Iam,
-                AuthModeSetting::Password => AuthMode::Password,
-                AuthModeSetting::Passthrough => AuthMode::Passthrough,
-            })
-            .collect();
+        let modes: Vec<AuthMode> = target.auth.iter().map(|m| mode(*m)).collect();
         rules.push(TargetRule { endpoint, modes: AuthModes::from_modes(&modes), source: "static".into() });
     }
+    let discovery = discovery(loaded, rules.clone())?;
     if settings.limits.max_startup_bytes < ServerConfig::MIN_STARTUP_LEN {
         return Err(loaded.error_at(
             "limits.max_startup_bytes",
@@ -277,13 +386,14 @@ pub(crate) fn build(loaded: &Loaded<Settings>) -> Result<(SocketAddr, ServerConf
             auth_timeout: settings.upstream.auth_timeout,
         },
         startup_timeout: settings.limits.startup_timeout,
+        handshake_timeout: settings.limits.handshake_timeout,
         max_startup_len: settings.limits.max_startup_bytes,
         token_clock_skew: settings.limits.token_clock_skew,
         relay: RelayConfig::default(),
         drain_timeout: settings.limits.drain_timeout,
         cancel,
     };
-    Ok((listen, config))
+    Ok((listen, config, discovery))
 }
 
 /// The cancel keys from their files; without any, a key of this process only, with which

@@ -56,7 +56,7 @@ fn main() -> miette::Result<()> {
         Some(Command::GenCerts(args)) => certs::run(args),
         Some(Command::CheckConfig) => {
             let loaded = load(&cli).unwrap_or_else(|e| usage_error(e));
-            config::build(&loaded).unwrap_or_else(|e| usage_error(e));
+            let _ = config::build(&loaded).unwrap_or_else(|e| usage_error(e));
             #[allow(clippy::print_stdout, reason = "printing the configuration is this command's job")]
             {
                 println!("{}", serde_json::to_string_pretty(&loaded.value).into_diagnostic()?);
@@ -90,7 +90,7 @@ fn usage_error(error: ConfigError) -> ! {
 
 fn run(cli: &Cli) -> miette::Result<()> {
     let loaded = load(cli).unwrap_or_else(|e| usage_error(e));
-    let (listen, server_config) = config::build(&loaded).unwrap_or_else(|e| usage_error(e));
+    let (listen, server_config, discovery) = config::build(&loaded).unwrap_or_else(|e| usage_error(e));
     let log = &loaded.value.log;
     telemetry::init(log.format, &log.level).map_err(|e| miette::miette!(e))?;
     if loaded.value.cancel.key_files.is_empty() {
@@ -111,7 +111,20 @@ fn run(cli: &Cli) -> miette::Result<()> {
                 "cannot listen on {listen}: {e}"
             )
         })?;
-        rds_auth_server::run(listener, Arc::new(server_config), shutdown_signal()).await.into_diagnostic()
+        let server_config = Arc::new(server_config);
+        let stop = tokio_util::sync::CancellationToken::new();
+        if let Some(plan) = discovery {
+            let discovery = Arc::new(rds_auth_discovery::Discovery::new(plan.config).await);
+            tokio::spawn(rds_auth_server::follow_discovery(
+                server_config.clone(),
+                discovery,
+                plan.follow,
+                stop.clone(),
+            ));
+        }
+        let served = rds_auth_server::run(listener, server_config, shutdown_signal()).await.into_diagnostic();
+        stop.cancel();
+        served
     })
 }
 

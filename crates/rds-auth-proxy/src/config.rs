@@ -1,7 +1,7 @@
 //! The client proxy's settings: the file format, and its conversion into the library's
 //! targets, validated before any port is bound.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,13 +9,18 @@ use std::time::Duration;
 
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
-use rds_auth_client::ServerProxy;
+use rds_auth_client::{ProxyAddress, ServerProxy, Tunnel, TunnelPort, TunnelSpec};
+use rds_auth_discovery::{AccountConfig, AccountCredentials, DiscoveryConfig, TagRules};
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, Identity};
-use rds_auth_startup::Endpoint;
+use rds_auth_upstream::{Resolver, UpstreamConfig};
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 
 pub(crate) const ENV_PREFIX: &str = "RDS_AUTH_PROXY_";
+/// The account that signs tokens unless a target names another.
+pub(crate) const DEFAULT_ACCOUNT: &str = "default";
+/// The upstream targets use unless they or their tags name another.
+pub(crate) const DEFAULT_UPSTREAM: &str = "default";
 
 /// `~/.config/rds-auth-proxy/config.toml`, or under `$XDG_CONFIG_HOME` when it is set.
 pub(crate) fn default_path() -> PathBuf {
@@ -23,12 +28,29 @@ pub(crate) fn default_path() -> PathBuf {
 }
 
 pub(crate) fn config_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
+    xdg_dir("XDG_CONFIG_HOME", ".config").join("rds-auth-proxy")
+}
+
+/// `~/.cache/rds-auth-proxy`, or under `$XDG_CACHE_HOME`.
+pub(crate) fn cache_dir() -> PathBuf {
+    xdg_dir("XDG_CACHE_HOME", ".cache").join("rds-auth-proxy")
+}
+
+/// Where Unix sockets go by default: `$XDG_RUNTIME_DIR/rds-auth-proxy` (private to the user
+/// on most systems), else `~/.local/state/rds-auth-proxy/sockets`.
+pub(crate) fn default_socket_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|p| p.is_absolute()) {
+        Some(runtime) => runtime.join("rds-auth-proxy"),
+        None => xdg_dir("XDG_STATE_HOME", ".local/state").join("rds-auth-proxy/sockets"),
+    }
+}
+
+fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(var)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("rds-auth-proxy")
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Expands a leading `~/`.
@@ -47,6 +69,10 @@ pub(crate) fn expand(path: &Path) -> PathBuf {
 pub(crate) struct Settings {
     pub(crate) proxy: ProxySettings,
     pub(crate) aws: AwsSettings,
+    pub(crate) accounts: BTreeMap<String, AccountSettings>,
+    pub(crate) discovery: DiscoverySettings,
+    /// Fixed addresses for endpoint names, for split DNS and direct mode.
+    pub(crate) resolve: BTreeMap<String, Vec<IpAddr>>,
     pub(crate) upstreams: BTreeMap<String, UpstreamSettings>,
     pub(crate) targets: BTreeMap<String, TargetSettings>,
     pub(crate) log: Log,
@@ -55,11 +81,20 @@ pub(crate) struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ProxySettings {
-    /// Where local listeners bind. Loopback by default: anyone who can reach a listener
+    /// Where TCP listeners bind. Loopback by default: anyone who can reach a listener
     /// connects with your IAM identity.
     pub(crate) listen_address: IpAddr,
+    /// Open TCP listeners.
+    pub(crate) tcp: bool,
+    /// Also open a Unix socket per target, `.s.PGSQL.<port>` in a directory only you can open.
+    pub(crate) unix_sockets: bool,
+    /// The directory of the Unix sockets.
+    pub(crate) unix_socket_dir: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub(crate) startup_timeout: Duration,
+    /// Bounds everything from a client's StartupMessage to ReadyForQuery.
+    #[serde(with = "humantime_serde")]
+    pub(crate) handshake_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub(crate) drain_timeout: Duration,
     /// Reuse a token while it is younger than this (tokens live 15 minutes).
@@ -72,7 +107,11 @@ impl Default for ProxySettings {
     fn default() -> ProxySettings {
         ProxySettings {
             listen_address: IpAddr::from([127, 0, 0, 1]),
+            tcp: true,
+            unix_sockets: false,
+            unix_socket_dir: None,
             startup_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             token_reuse: Duration::from_secs(600),
             local_tls: LocalTls::default(),
@@ -95,30 +134,114 @@ pub(crate) struct LocalTls {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AwsSettings {
-    /// The AWS profile that signs tokens; the standard credential chain when unset.
+    /// The AWS profile of the default account; the standard credential chain when unset.
     pub(crate) profile: Option<String>,
     /// The region of targets that name none and whose endpoint does not tell.
     pub(crate) region: Option<String>,
+    /// The regions discovery searches in the default account.
+    pub(crate) regions: Vec<String>,
+}
+
+/// An AWS account: how to get its credentials, and where its databases are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AccountSettings {
+    pub(crate) profile: Option<String>,
+    /// A role to assume, on top of `profile` or the default chain.
+    pub(crate) role_arn: Option<String>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) regions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct DiscoverySettings {
+    /// Every pattern must match a database's tags: `key=value`, `key=glob*`, or `key`.
+    pub(crate) allow_tags: Vec<String>,
+    /// No pattern may match.
+    pub(crate) block_tags: Vec<String>,
+    /// How long discovered targets are used without asking AWS again; a stale cache is still
+    /// used at once, and refreshed in the background.
+    #[serde(with = "humantime_serde")]
+    pub(crate) cache_ttl: Duration,
+    /// The upstream of discovered databases without an `rds-auth-proxy:upstream` tag.
+    pub(crate) default_upstream: String,
+    /// Another RDS API endpoint (a test double such as moto).
+    pub(crate) endpoint_url: Option<String>,
+}
+
+impl Default for DiscoverySettings {
+    fn default() -> DiscoverySettings {
+        DiscoverySettings {
+            allow_tags: Vec::new(),
+            block_tags: Vec::new(),
+            cache_ttl: Duration::from_secs(600),
+            default_upstream: DEFAULT_UPSTREAM.to_owned(),
+            endpoint_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum UpstreamKind {
+    /// A server proxy.
+    #[default]
+    ServerProxy,
+    /// The database itself, for laptops that reach it (over a VPN, say).
+    Direct,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamSettings {
-    /// The server proxy, `host:port`.
-    pub(crate) address: String,
-    /// The CA that signs the server proxy's certificate.
+    #[serde(default)]
+    pub(crate) kind: UpstreamKind,
+    /// The server proxy, `host:port`; not used with a tunnel or in direct mode.
+    pub(crate) address: Option<String>,
+    /// Server proxy: the CA that signs its certificate. Direct: the CA bundle that verifies
+    /// databases (the RDS global bundle).
     pub(crate) ca: PathBuf,
-    /// Your client certificate and key (mutual TLS).
+    /// Your client certificate and key (mutual TLS with a server proxy).
     pub(crate) cert: Option<PathBuf>,
     pub(crate) key: Option<PathBuf>,
     /// The name on the server proxy's certificate; the host part of `address` by default.
     pub(crate) server_name: Option<String>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub(crate) connect_timeout: Duration,
+    /// How to reach a server proxy that is not directly reachable.
+    pub(crate) tunnel: Option<TunnelSettings>,
 }
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub(crate) enum TunnelSettings {
+    /// `kubectl port-forward` to a Service or Deployment; KUBECONFIG is honoured.
+    Kubectl {
+        /// `svc/<name>` or `deployment/<name>`.
+        resource: String,
+        #[serde(default = "default_remote_port")]
+        remote_port: u16,
+        namespace: Option<String>,
+        context: Option<String>,
+        kubeconfig: Option<String>,
+        #[serde(default = "default_kubectl")]
+        kubectl: String,
+    },
+    /// Any command that opens `local_port` on 127.0.0.1 and keeps it open while it runs.
+    Command { command: Vec<String>, local_port: u16 },
+}
+
+fn default_remote_port() -> u16 {
+    5432
+}
+
+fn default_kubectl() -> String {
+    "kubectl".to_owned()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,13 +269,20 @@ pub(crate) struct TargetSettings {
     /// In password mode, the environment variable holding the password; without it the
     /// password is asked for at startup.
     pub(crate) password_env: Option<String>,
-    /// The server proxy that serves this database: a key of `upstreams`.
+    /// The server proxy (or direct upstream) that serves this database: a key of `upstreams`.
     #[serde(default = "default_upstream")]
     pub(crate) upstream: String,
+    /// The account whose credentials sign this database's tokens: a key of `accounts`.
+    #[serde(default = "default_account")]
+    pub(crate) account: String,
 }
 
 fn default_upstream() -> String {
-    "default".to_owned()
+    DEFAULT_UPSTREAM.to_owned()
+}
+
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -198,73 +328,105 @@ pub(crate) fn region_of(host: &str) -> Option<String> {
     (at >= 1 && labels.get(at + 1) == Some(&"amazonaws")).then(|| labels[at - 1].to_owned())
 }
 
-/// A validated target, before credentials and routes are attached.
-#[derive(Debug, Clone)]
-pub(crate) struct TargetPlan {
-    pub(crate) name: String,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) region: String,
-    pub(crate) settings: TargetSettings,
+/// The accounts, the implicit `default` one included, with their regions.
+pub(crate) fn accounts(settings: &Settings) -> Vec<AccountConfig> {
+    let mut accounts: BTreeMap<String, AccountSettings> = settings.accounts.clone();
+    let default = accounts.entry(DEFAULT_ACCOUNT.to_owned()).or_default();
+    if default.profile.is_none() {
+        default.profile.clone_from(&settings.aws.profile);
+    }
+    if default.regions.is_empty() {
+        default.regions.clone_from(&settings.aws.regions);
+    }
+    accounts
+        .into_iter()
+        .map(|(name, account)| {
+            let credentials = match (&account.role_arn, &account.profile) {
+                (Some(role_arn), source_profile) => AccountCredentials::AssumeRole {
+                    role_arn: role_arn.clone(),
+                    external_id: account.external_id.clone(),
+                    session_name: "rds-auth-proxy".to_owned(),
+                    source_profile: source_profile.clone(),
+                },
+                (None, Some(profile)) => AccountCredentials::Profile(profile.clone()),
+                (None, None) => AccountCredentials::Default,
+            };
+            AccountConfig { name, credentials, regions: account.regions }
+        })
+        .collect()
 }
 
-/// Validates a target's settings.
-pub(crate) fn plan_target(loaded: &Loaded<Settings>, name: &str) -> Result<TargetPlan, ConfigError> {
+/// Discovery's configuration: every account, and the tag rules.
+pub(crate) fn discovery_config(loaded: &Loaded<Settings>) -> Result<DiscoveryConfig, ConfigError> {
     let settings = &loaded.value;
-    let target = settings.targets.get(name).ok_or_else(|| {
-        let known: Vec<&str> = settings.targets.keys().map(String::as_str).collect();
-        ConfigError::general(
-            format!("no target called {name:?}"),
-            if known.is_empty() {
-                "add a [targets.<name>] section to the configuration (see docs/configuration.md)".to_owned()
-            } else {
-                format!("known targets: {}", known.join(", "))
-            },
-        )
-    })?;
-    let key = |k: &str| format!("targets.{name}.{k}");
-    let endpoint = Endpoint::parse(target.endpoint.as_bytes()).map_err(|e| {
-        loaded.error_at(
-            &key("endpoint"),
-            e.to_string(),
-            "write the endpoint exactly as RDS names it, as host:port",
-        )
-    })?;
-    let region = target
-        .region
-        .clone()
-        .or_else(|| region_of(&endpoint.host()))
-        .or_else(|| settings.aws.region.clone())
-        .ok_or_else(|| {
+    let rules =
+        TagRules::parse(&settings.discovery.allow_tags, &settings.discovery.block_tags).map_err(|e| {
             loaded.error_at(
-                &key("endpoint"),
-                "cannot tell the region from this endpoint",
-                "set region for the target, or aws.region",
+                "discovery.allow_tags",
+                e.to_string(),
+                "write tags as key=value, key=glob* or key",
             )
         })?;
-    if !settings.upstreams.contains_key(&target.upstream) {
-        return Err(loaded.error_at(
-            &key("upstream"),
-            format!("no upstream called {:?}", target.upstream),
-            "add an [upstreams.<name>] section with the server proxy's address and certificates",
-        ));
-    }
-    if target.auth != AuthSetting::Password && target.password_env.is_some() {
-        return Err(loaded.error_at(&key("password_env"), "only used with auth = \"password\"", ""));
-    }
-    Ok(TargetPlan { name: name.to_owned(), endpoint, region, settings: target.clone() })
+    Ok(DiscoveryConfig {
+        accounts: accounts(settings),
+        rules,
+        endpoint_url: settings.discovery.endpoint_url.clone(),
+    })
 }
 
-/// Builds the TLS client of one server proxy.
-pub(crate) fn server_proxy(loaded: &Loaded<Settings>, name: &str) -> Result<Arc<ServerProxy>, ConfigError> {
-    let upstream = &loaded.value.upstreams[name];
+/// Whether any account has regions to search.
+pub(crate) fn discovery_enabled(settings: &Settings) -> bool {
+    accounts(settings).iter().any(|a| !a.regions.is_empty())
+}
+
+/// The resolver overrides.
+pub(crate) fn resolver(settings: &Settings) -> Resolver {
+    Resolver::new(settings.resolve.clone().into_iter().collect::<HashMap<_, _>>())
+}
+
+/// One upstream, built.
+#[derive(Debug, Clone)]
+pub(crate) enum UpstreamRoute {
+    ServerProxy(Arc<ServerProxy>),
+    Direct(Arc<UpstreamConfig>),
+}
+
+/// Builds an upstream: a server proxy (with its tunnel started, which needs a runtime) or a
+/// direct route to databases.
+pub(crate) fn upstream(loaded: &Loaded<Settings>, name: &str) -> Result<UpstreamRoute, ConfigError> {
+    let Some(upstream) = loaded.value.upstreams.get(name) else {
+        let known: Vec<&str> = loaded.value.upstreams.keys().map(String::as_str).collect();
+        return Err(ConfigError::general(
+            format!("no upstream called {name:?}"),
+            format!(
+                "add an [upstreams.{name}] section with the server proxy's address and certificates{}",
+                if known.is_empty() {
+                    String::new()
+                } else {
+                    format!("; known upstreams: {}", known.join(", "))
+                }
+            ),
+        ));
+    };
     let key = |k: &str| format!("upstreams.{name}.{k}");
     let roots = tls::load_roots(&expand(&upstream.ca)).map_err(|e| {
-        loaded.error_at(
-            &key("ca"),
-            e.to_string(),
-            "point it at the CA that signs the server proxy's certificate",
-        )
+        let help = match upstream.kind {
+            UpstreamKind::ServerProxy => "point it at the CA that signs the server proxy's certificate",
+            UpstreamKind::Direct => "point it at the RDS global bundle (https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem)",
+        };
+        loaded.error_at(&key("ca"), e.to_string(), help)
     })?;
+    if upstream.kind == UpstreamKind::Direct {
+        let tls = tls::client_config(roots, None, &[], false)
+            .map_err(|e| loaded.error_at(&key("ca"), e.to_string(), ""))?;
+        return Ok(UpstreamRoute::Direct(Arc::new(UpstreamConfig {
+            tls,
+            resolver: resolver(&loaded.value),
+            connect_timeout: upstream.connect_timeout,
+            connect_attempts: 3,
+            auth_timeout: Duration::from_secs(30),
+        })));
+    }
     let identity = match (&upstream.cert, &upstream.key) {
         (Some(cert), Some(private_key)) => {
             Some(Identity::load(&expand(cert), &expand(private_key)).map_err(|e| {
@@ -283,23 +445,63 @@ pub(crate) fn server_proxy(loaded: &Loaded<Settings>, name: &str) -> Result<Arc<
             return Err(loaded.error_at(&key("key"), "a key needs its certificate", "set cert as well"));
         }
     };
-    let host = upstream
-        .address
-        .rsplit_once(':')
-        .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']').to_owned())
-        .ok_or_else(|| loaded.error_at(&key("address"), "expected host:port", ""))?;
-    let server_name = upstream.server_name.clone().unwrap_or(host);
+    let (address, default_name) = match (&upstream.tunnel, &upstream.address) {
+        (Some(tunnel), _) => (ProxyAddress::Tunnel(Arc::new(Tunnel::spawn(tunnel_spec(name, tunnel)))), None),
+        (None, Some(address)) => {
+            let host = address
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']').to_owned())
+                .ok_or_else(|| loaded.error_at(&key("address"), "expected host:port", ""))?;
+            (ProxyAddress::Fixed(address.clone()), Some(host))
+        }
+        (None, None) => {
+            return Err(loaded.error_at(
+                &key("address"),
+                "a server proxy needs an address or a tunnel",
+                "set address = \"host:port\"",
+            ));
+        }
+    };
+    let server_name = upstream.server_name.clone().or(default_name).ok_or_else(|| {
+        loaded.error_at(
+            &key("server_name"),
+            "required with a tunnel: the name on the server proxy's certificate",
+            "",
+        )
+    })?;
     let server_name = ServerName::try_from(server_name)
         .map_err(|_| loaded.error_at(&key("server_name"), "not a DNS name or IP address", ""))?;
     let tls = tls::client_config(roots, identity, &[ALPN_POSTGRESQL], true)
         .map_err(|e| loaded.error_at(&key("cert"), e.to_string(), ""))?;
-    Ok(Arc::new(ServerProxy {
+    Ok(UpstreamRoute::ServerProxy(Arc::new(ServerProxy {
         name: name.to_owned(),
-        address: upstream.address.clone(),
+        address,
         server_name,
         tls,
         connect_timeout: upstream.connect_timeout,
-    }))
+    })))
+}
+
+fn tunnel_spec(name: &str, tunnel: &TunnelSettings) -> TunnelSpec {
+    match tunnel {
+        TunnelSettings::Kubectl { resource, remote_port, namespace, context, kubeconfig, kubectl } => {
+            TunnelSpec::kubectl(
+                name,
+                resource,
+                *remote_port,
+                namespace.as_deref(),
+                context.as_deref(),
+                kubeconfig.as_deref(),
+                kubectl,
+            )
+        }
+        TunnelSettings::Command { command, local_port } => TunnelSpec {
+            name: name.to_owned(),
+            program: command.first().cloned().unwrap_or_default(),
+            args: command.iter().skip(1).cloned().collect(),
+            port: TunnelPort::Fixed(*local_port),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -314,5 +516,27 @@ mod tests {
             Some("eu-west-1")
         );
         assert_eq!(region_of("db.internal.example.com"), None);
+    }
+
+    #[test]
+    fn the_default_account_takes_the_aws_section() {
+        let settings = Settings {
+            aws: AwsSettings { profile: Some("dev".into()), region: None, regions: vec!["us-east-1".into()] },
+            accounts: BTreeMap::from([(
+                "prod".into(),
+                AccountSettings {
+                    role_arn: Some("arn:aws:iam::1:role/r".into()),
+                    regions: vec!["eu-west-1".into()],
+                    ..Default::default()
+                },
+            )]),
+            ..Default::default()
+        };
+        let accounts = accounts(&settings);
+        assert_eq!(accounts.len(), 2);
+        assert_eq!(accounts[0].name, "default");
+        assert_eq!(accounts[0].credentials, AccountCredentials::Profile("dev".into()));
+        assert!(matches!(accounts[1].credentials, AccountCredentials::AssumeRole { .. }));
+        assert!(discovery_enabled(&settings));
     }
 }

@@ -3,8 +3,13 @@
 //! This binary reads configuration, builds the targets and their credential providers, binds
 //! the local listeners, prints how to connect, and calls `rds_auth_client::run`.
 
+mod catalog;
 mod config;
 mod connect;
+mod doctor;
+mod list;
+mod picker;
+mod workspace;
 
 use std::path::PathBuf;
 
@@ -39,6 +44,10 @@ struct Cli {
 enum Command {
     /// Open a local listener per target and proxy connections until Ctrl-C.
     Connect(connect::ConnectArgs),
+    /// List the targets: static ones and those discovery found.
+    List(list::ListArgs),
+    /// Check the configuration, credentials, clock, discovery and the path to a target.
+    Doctor(doctor::DoctorArgs),
     /// Print the effective configuration, secrets redacted.
     Config,
     /// Print an IAM token, as `aws rds generate-db-auth-token` does.
@@ -61,6 +70,8 @@ fn main() -> miette::Result<()> {
             Ok(())
         }
         Command::Token(args) => connect::token(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
+        Command::List(args) => list::run(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
+        Command::Doctor(args) => doctor::run(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
     }
 }
 

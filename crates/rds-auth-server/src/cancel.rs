@@ -228,7 +228,8 @@ where
 {
     let outcome = route(&stream, &request, config).await;
     info!(outcome, pid = request.pid, "cancel request");
-    drop(stream);
+    let mut stream = stream;
+    let _ = tokio::io::AsyncWriteExt::shutdown(stream.get_mut()).await;
 }
 
 async fn route<S>(

@@ -20,6 +20,9 @@ pub struct ServerConfig {
     pub upstream: UpstreamConfig,
     /// How long a client may take to finish its startup packet, TLS included.
     pub startup_timeout: Duration,
+    /// How long a session may take from its StartupMessage to ReadyForQuery: connecting to
+    /// the database, TLS, authentication and the startup tail.
+    pub handshake_timeout: Duration,
     /// The startup limit on the leg between the proxies. It must hold a token with a session
     /// token in it on top of whatever the client sent, so it is larger than Postgres's 10 000.
     pub max_startup_len: usize,

@@ -32,6 +32,8 @@ pub enum SessionError {
     TokenExpired { ago: Duration, signed_at: SystemTime },
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    #[error("the session was not ready within {} s", .0.as_secs())]
+    SetupTimeout(Duration),
 }
 
 const CLOCK_HINT: &str = "check the clock of the machine running the client proxy (enable NTP); \
@@ -43,6 +45,7 @@ impl SessionError {
             SessionError::Wire(e) => e.sqlstate(),
             SessionError::Startup(e) => e.sqlstate(),
             SessionError::Upstream(e) => e.sqlstate(),
+            SessionError::SetupTimeout(_) => SqlState::CONNECTION_FAILURE,
             _ => SqlState::INVALID_AUTHORIZATION,
         }
     }
@@ -62,6 +65,7 @@ impl SessionError {
             SessionError::Upstream(UpstreamError::Rejected(_)) => "rejected_by_database",
             SessionError::Upstream(e) if e.is_client_side() => "client",
             SessionError::Upstream(_) => "upstream",
+            SessionError::SetupTimeout(_) => "setup_timeout",
         }
     }
 
@@ -96,13 +100,41 @@ impl SessionError {
             }
             SessionError::TokenNotYetValid { signed_at, .. }
             | SessionError::TokenExpired { signed_at, .. } => {
-                let signed = humantime::format_rfc3339_seconds(*signed_at);
-                let now = humantime::format_rfc3339_seconds(SystemTime::now());
+                let (signed, now) = (rfc3339(*signed_at), rfc3339(SystemTime::now()));
                 ErrorFields::fatal(self.sqlstate(), self.to_string())
                     .detail(format!("token signed at {signed}; server proxy time {now}"))
                     .hint(CLOCK_HINT)
             }
             SessionError::Upstream(e) => e.to_error_fields(),
+            SessionError::SetupTimeout(_) => fatal(
+                "the database accepted the connection but did not finish the login in time; check its load and its logs",
+            ),
         }
+    }
+}
+
+/// A time as RFC 3339 in UTC, for any time a peer can put in a token, 1960 included.
+fn rfc3339(at: SystemTime) -> String {
+    let at = time::OffsetDateTime::from(at);
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "an unprintable time".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    #[test]
+    fn times_before_1970_print() {
+        let error = SessionError::TokenExpired {
+            ago: Duration::from_secs(1),
+            signed_at: UNIX_EPOCH - Duration::from_secs(315_619_200),
+        };
+        let fields = error.to_error_fields();
+        let detail = String::from_utf8_lossy(fields.get(b'D').unwrap()).into_owned();
+        assert!(detail.starts_with("token signed at 1960-01-01T00:00:00Z"), "{detail}");
     }
 }

@@ -12,7 +12,9 @@
 //! 3. query cancel across replicas with no shared store: the key a client proxy receives is
 //!    a sealed cancel token that any replica holding the shared key can open (`cancel.rs`);
 //!    a client that vanishes mid-query gets its statement cancelled upstream;
-//! 4. every failure it produces itself as a FATAL ErrorResponse with a real SQLSTATE and a
+//! 4. an allowlist that follows RDS through discovery, refreshed on an interval and keeping
+//!    the last good set of whatever could not be listed ([`follow_discovery`]);
+//! 5. every failure it produces itself as a FATAL ErrorResponse with a real SQLSTATE and a
 //!    hint ([`SessionError`]).
 //!
 //! What it does not do: sign tokens or read configuration files. The binary
@@ -22,6 +24,7 @@ mod allowlist;
 mod cancel;
 mod config;
 mod error;
+mod follow;
 mod server;
 mod session;
 
@@ -29,4 +32,5 @@ pub use crate::allowlist::{Allowlist, AuthMode, AuthModes, TargetRule};
 pub use crate::cancel::{CancelKeyError, CancelKeys, CancelState};
 pub use crate::config::ServerConfig;
 pub use crate::error::SessionError;
+pub use crate::follow::{FollowConfig, RefreshOutcome, follow_discovery, merge};
 pub use crate::server::run;

@@ -5,13 +5,13 @@ use std::time::SystemTime;
 use bytes::BytesMut;
 use rds_auth_codec::backend::{BackendKeyData, BackendMessage};
 use rds_auth_codec::startup::{CancelRequest, StartupMessage};
-use rds_auth_codec::{ErrorFields, ProtocolVersion, SqlState, StartupPacket};
+use rds_auth_codec::{ErrorFields, ProtocolVersion, SqlState};
 use rds_auth_io::accept::{self, AcceptPolicy, Accepted};
 use rds_auth_io::relay::{self, NoObserver, RelayEnd};
 use rds_auth_io::tls::PeerIdentity;
 use rds_auth_io::{IoError, PgStream, Transport, socket};
 use rds_auth_startup::{Endpoint, Injection, Secret};
-use rds_auth_upstream::{AuthLoop, Credential, UpstreamError};
+use rds_auth_upstream::{Credential, UpstreamError};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span, warn};
@@ -86,7 +86,15 @@ async fn session(
     if let Some(identity) = &identity {
         Span::current().record("client.identity", identity.name());
     }
-    match setup(&mut client, message, identity.as_ref(), config).await {
+    // Everything from the StartupMessage to ReadyForQuery is bounded: a database that accepts
+    // TCP and then says nothing must not hold the session, and its sockets, forever.
+    let ready = tokio::time::timeout(
+        config.handshake_timeout,
+        setup(&mut client, message, identity.as_ref(), config),
+    )
+    .await
+    .unwrap_or(Err(SessionError::SetupTimeout(config.handshake_timeout)));
+    match ready {
         Ok(upstream) => {
             let Upstream { stream, target, backend_key } = upstream;
             let (mut server, server_ahead) = stream.into_parts();
@@ -118,9 +126,13 @@ async fn session(
             };
             // A client that vanished mid-query left a statement running on the database; a
             // backend notices a dead client only when it next writes, so cancel it now.
-            let vanished = matches!(outcome.end, RelayEnd::ClientClosed | RelayEnd::ClientError(_))
-                && outcome.queries_in_flight > 0
-                && !outcome.terminated;
+            // The same when the drain deadline ended the session under a running query: the
+            // client was told it is over, so the statement must not go on (and commit) behind
+            // its back.
+            let vanished =
+                matches!(outcome.end, RelayEnd::ClientClosed | RelayEnd::ClientError(_) | RelayEnd::Shutdown)
+                    && outcome.queries_in_flight > 0
+                    && !outcome.terminated;
             if vanished && let Some((peer, key)) = backend_key {
                 let request = CancelRequest { pid: key.pid, key: key.key };
                 let sent = rds_auth_upstream::send_cancel(
@@ -191,20 +203,10 @@ async fn setup(
     let (mode, credential) = choose_credential(rule, credential, &user, config)?;
     span.record("auth.mode", mode.as_str());
 
-    let mut connected = rds_auth_upstream::connect(&target, &config.upstream).await?;
-    span.record("upstream.addr", field::display(connected.peer));
-    let startup =
-        StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_0, params }).to_bytes();
-    let mut auth = AuthLoop::new(&user, credential, connected.channel_binding.take());
     let passthrough = (mode == AuthMode::Passthrough).then_some(&mut *client);
-    rds_auth_upstream::authenticate(
-        &mut connected.stream,
-        &mut auth,
-        &startup,
-        passthrough,
-        config.upstream.auth_timeout,
-    )
-    .await?;
+    let mut connected =
+        rds_auth_upstream::login(&target, &config.upstream, params, &user, credential, passthrough).await?;
+    span.record("upstream.addr", field::display(connected.peer));
     debug!("authenticated to the database");
     let sealing = Sealing {
         version: negotiation.version,
@@ -325,10 +327,15 @@ struct Sealing<'a> {
 impl Sealing<'_> {
     /// The one place a database's cancel key becomes the client proxy's: the real pid, and a
     /// sealed cancel token when the leg speaks 3.2. A 3.0 peer (the Go predecessor's client
-    /// proxy) gets the key as it is, having no room for a token.
+    /// proxy, which cannot cancel anyway) gets a random key: the database's secret never
+    /// leaves the VPC.
     fn downstream_key(&self, key: &BackendKeyData) -> BackendKeyData {
+        let random = || BackendKeyData {
+            pid: key.pid,
+            key: bytes::Bytes::copy_from_slice(&rand::random::<[u8; 4]>()),
+        };
         if !self.version.has_long_cancel_keys() {
-            return key.clone();
+            return random();
         }
         let closure = cancel::CancelClosure {
             backend: self.peer,
@@ -339,7 +346,7 @@ impl Sealing<'_> {
         };
         match self.keys.seal(&closure) {
             Some(sealed) => BackendKeyData { pid: key.pid, key: sealed },
-            None => key.clone(),
+            None => random(),
         }
     }
 }

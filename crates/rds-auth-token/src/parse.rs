@@ -9,6 +9,8 @@ use crate::TokenError;
 /// The longest token the parser reads. Real tokens are about 1 KB with a session token in them;
 /// anything far larger is not a token.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// The longest validity SigV4 allows a presigned URL.
+const MAX_EXPIRES: u64 = 7 * 24 * 3600;
 
 /// What a token says about itself. None of it is trusted: the database verifies the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +36,7 @@ pub enum WindowError {
 
 impl TokenInfo {
     pub fn expires_at(&self) -> SystemTime {
-        self.signed_at + self.expires_in
+        self.signed_at.checked_add(self.expires_in).unwrap_or(self.signed_at)
     }
 
     /// Checks that `now` lies within the token's window, allowing `skew` either way.
@@ -118,6 +120,10 @@ pub fn parse(token: &str) -> Result<TokenInfo, TokenError> {
         .ok_or(TokenError::Malformed("no X-Amz-Expires"))?
         .parse()
         .map_err(|_| TokenError::Malformed("bad X-Amz-Expires"))?;
+    // SigV4 presigned URLs live at most seven days.
+    if expires_in > MAX_EXPIRES {
+        return Err(TokenError::Malformed("X-Amz-Expires over seven days"));
+    }
 
     Ok(TokenInfo {
         host: host.to_owned(),
@@ -126,7 +132,7 @@ pub fn parse(token: &str) -> Result<TokenInfo, TokenError> {
         access_key_id: access_key_id.to_owned(),
         region: region.to_owned(),
         signed_at,
-        expires_in: Duration::from_secs(expires_in.min(u64::from(u32::MAX))),
+        expires_in: Duration::from_secs(expires_in),
         has_session_token,
     })
 }
@@ -169,6 +175,17 @@ mod tests {
     }
 
     #[test]
+    fn a_token_from_before_1970_parses_and_is_expired() {
+        let old =
+            VECTOR_3.replace("20261204T193000Z", "19600101T000000Z").replace("20261204%2F", "19600101%2F");
+        let info = parse(&old).unwrap();
+        assert!(matches!(
+            info.check_window(SystemTime::now(), Duration::from_secs(60)),
+            Err(WindowError::Expired { .. })
+        ));
+    }
+
+    #[test]
     fn window() {
         let info = parse(VECTOR_3).unwrap();
         let signed = info.signed_at;
@@ -195,6 +212,7 @@ mod tests {
             &VECTOR_3.replace("rds-db", "s3"),
             &VECTOR_3.replace("X-Amz-Date=20261204T193000Z", "X-Amz-Date=yesterday"),
             &format!("{VECTOR_3}&DBUser=admin"),
+            &VECTOR_3.replace("X-Amz-Expires=900", "X-Amz-Expires=99999999999"),
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }

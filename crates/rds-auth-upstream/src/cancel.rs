@@ -32,10 +32,17 @@ pub async fn send_cancel(
             .await
             .map_err(UpstreamError::Io)?;
         stream.flush().await.map_err(UpstreamError::Io)?;
-        // The server never answers a cancel; it closes the connection when done.
+        // The server never answers a cancel; it closes the connection when done, without a
+        // TLS close_notify, which rustls reports as an unexpected end: that is the close.
         let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await.map_err(UpstreamError::Io)? > 0 {}
-        Ok(())
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(UpstreamError::Io(e)),
+            }
+        }
     };
     tokio::time::timeout(timeout, exchange).await.map_err(|_| UpstreamError::AuthTimeout)?
 }

@@ -3,17 +3,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rds_auth_codec::StartupPacket;
+use rds_auth_codec::startup::StartupMessage;
+use rds_auth_codec::{Params, ProtocolVersion, StartupPacket};
 use rds_auth_io::{PgStream, Rewind, Transport, socket};
 use rds_auth_startup::Endpoint;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsConnector, TlsStream};
 use tracing::{debug, instrument};
 
 use crate::channel_binding::tls_server_end_point;
-use crate::{Resolver, UpstreamError};
+use crate::{AuthLoop, Credential, Resolver, UpstreamError, authenticate};
 
 /// How to reach databases.
 #[derive(Debug, Clone)]
@@ -106,4 +107,28 @@ pub(crate) async fn start_tls(
         .await
         .map_err(UpstreamError::Tls)?;
     Ok(Transport::Tls(Box::new(TlsStream::Client(stream))))
+}
+
+/// Connects to `endpoint` and logs in: a protocol 3.0 StartupMessage with `params` (the
+/// client's, with nothing of ours), then the authentication exchange as `user` with
+/// `credential`, asking `client` in passthrough mode. AuthenticationOk has been read when this
+/// returns; the startup tail (ParameterStatus, BackendKeyData, ReadyForQuery) follows on the
+/// stream.
+pub async fn login<C>(
+    endpoint: &Endpoint,
+    config: &UpstreamConfig,
+    params: Params,
+    user: &str,
+    credential: Credential,
+    client: Option<&mut PgStream<C>>,
+) -> Result<Connected, UpstreamError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut connected = connect(endpoint, config).await?;
+    let startup =
+        StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_0, params }).to_bytes();
+    let mut auth = AuthLoop::new(user, credential, connected.channel_binding.take());
+    authenticate(&mut connected.stream, &mut auth, &startup, client, config.auth_timeout).await?;
+    Ok(connected)
 }

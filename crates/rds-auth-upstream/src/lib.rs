@@ -28,6 +28,6 @@ mod resolve;
 
 pub use crate::auth::{AuthLoop, AuthStep, Credential, authenticate};
 pub use crate::cancel::send_cancel;
-pub use crate::connect::{Connected, UpstreamConfig, connect};
+pub use crate::connect::{Connected, UpstreamConfig, connect, login};
 pub use crate::error::{PAM_FAILURE_HINT, UpstreamError, is_pam_failure};
 pub use crate::resolve::Resolver;

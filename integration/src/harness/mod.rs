@@ -22,6 +22,7 @@
 mod container;
 mod docker;
 mod error;
+pub mod moto;
 mod paths;
 pub mod pg;
 mod pki;

@@ -366,6 +366,12 @@ pub struct ClientOptions {
     pub server_name: String,
     pub local_tls: bool,
     pub log_level: String,
+    /// Replaces the generated `[upstreams.default]` section (direct mode, tunnels).
+    pub upstream_toml: Option<String>,
+    /// Appended to the configuration as it is (discovery, accounts, resolve, proxy keys).
+    pub extra_toml: String,
+    /// More environment variables for the process.
+    pub env: Vec<(String, String)>,
 }
 
 impl ClientOptions {
@@ -380,6 +386,9 @@ impl ClientOptions {
             server_name: SERVER_NAME.to_owned(),
             local_tls: false,
             log_level: "debug".to_owned(),
+            upstream_toml: None,
+            extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -397,15 +406,30 @@ impl ClientProxy {
     /// Writes the configuration, starts `rds-auth-proxy connect` with every target, and waits
     /// until it has printed how to connect to each.
     pub async fn start(standin: &StandIn, options: &ClientOptions) -> Result<ClientProxy, HarnessError> {
+        let names: Vec<&str> = options.targets.iter().map(|t| t.name.as_str()).collect();
+        ClientProxy::start_named(standin, options, &names).await
+    }
+
+    /// Like [`ClientProxy::start`], connecting to `names`, which may be discovered targets.
+    pub async fn start_named(
+        standin: &StandIn,
+        options: &ClientOptions,
+        names: &[&str],
+    ) -> Result<ClientProxy, HarnessError> {
         let dir = scratch_dir("client-proxy")?;
         let stderr_path = dir.join("stderr.log");
         let stderr =
             std::fs::File::create(&stderr_path).map_err(HarnessError::io("cannot create the log file"))?;
-        let mut command = client_command(standin, options, &dir)?;
+        let mut command = Command::new(built_binary("rds-auth-proxy")?);
+        command.env_clear();
+        for (name, value) in client_environment(standin, options, &dir)? {
+            command.env(name, value);
+        }
+        command.args(client_arguments(options, &dir, &["connect"])).args(names);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
         let mut child = command.spawn().map_err(HarnessError::io("cannot start rds-auth-proxy"))?;
         let stdout = child.stdout.take().ok_or_else(|| HarnessError::Docker("no stdout".into()))?;
-        let ports = tokio::time::timeout(Duration::from_secs(30), read_ports(stdout, options.targets.len()))
+        let ports = tokio::time::timeout(Duration::from_secs(30), read_ports(stdout, names.len()))
             .await
             .ok()
             .flatten();
@@ -452,53 +476,120 @@ pub fn client_command(
     options: &ClientOptions,
     dir: &Path,
 ) -> Result<Command, HarnessError> {
-    let binary = built_binary("rds-auth-proxy")?;
-    let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, client_config(standin, options))
+    let mut command = Command::new(built_binary("rds-auth-proxy")?);
+    command.env_clear();
+    for (name, value) in client_environment(standin, options, dir)? {
+        command.env(name, value);
+    }
+    command.args(client_arguments(options, dir, &["connect"]));
+    command.args(options.targets.iter().map(|t| t.name.as_str()));
+    Ok(command)
+}
+
+fn client_arguments<'a>(options: &'a ClientOptions, dir: &Path, command: &[&'a str]) -> Vec<String> {
+    let mut args = vec![
+        "--config".to_owned(),
+        dir.join("config.toml").display().to_string(),
+        "--log-level".to_owned(),
+        options.log_level.clone(),
+    ];
+    args.extend(command.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+/// The whole environment of a client proxy: PATH, a scratch HOME, the chosen AWS keys, the
+/// passwords, and `options.env`. The configuration is written to `dir` on the way.
+fn client_environment(
+    standin: &StandIn,
+    options: &ClientOptions,
+    dir: &Path,
+) -> Result<Vec<(String, String)>, HarnessError> {
+    std::fs::write(dir.join("config.toml"), client_config(standin, options))
         .map_err(HarnessError::io("cannot write the client proxy's configuration"))?;
     // Empty AWS files: the user's own profiles never leak into a test.
     let (aws_config, aws_credentials) = (dir.join("aws-config"), dir.join("aws-credentials"));
     for file in [&aws_config, &aws_credentials] {
         std::fs::write(file, "").map_err(HarnessError::io("cannot write an empty AWS file"))?;
     }
-    let mut command = Command::new(binary);
-    command
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--log-level")
-        .arg(&options.log_level)
-        .arg("connect")
-        .args(options.targets.iter().map(|t| t.name.as_str()))
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", &aws_config)
-        .env("AWS_SHARED_CREDENTIALS_FILE", &aws_credentials);
-    if let Some(term) = std::env::var_os("TERM") {
-        command.env("TERM", term);
+    let mut env = vec![
+        ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+        ("HOME".to_owned(), dir.display().to_string()),
+        ("XDG_CONFIG_HOME".to_owned(), dir.join("xdg").display().to_string()),
+        ("XDG_CACHE_HOME".to_owned(), dir.join("cache").display().to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_owned(), "true".to_owned()),
+        ("AWS_CONFIG_FILE".to_owned(), aws_config.display().to_string()),
+        ("AWS_SHARED_CREDENTIALS_FILE".to_owned(), aws_credentials.display().to_string()),
+    ];
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(("TERM".to_owned(), term));
     }
     match &options.credentials {
         ClientCredentials::StandIn(signer) => {
             let credentials = standin.credentials(*signer);
-            command
-                .env("AWS_ACCESS_KEY_ID", credentials.access_key_id())
-                .env("AWS_SECRET_ACCESS_KEY", credentials.secret_access_key());
+            env.push(("AWS_ACCESS_KEY_ID".to_owned(), credentials.access_key_id().to_owned()));
+            env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), credentials.secret_access_key().to_owned()));
             if let Some(token) = credentials.session_token() {
-                command.env("AWS_SESSION_TOKEN", token);
+                env.push(("AWS_SESSION_TOKEN".to_owned(), token.to_owned()));
             }
         }
         ClientCredentials::Custom { access_key_id, secret } => {
-            command.env("AWS_ACCESS_KEY_ID", access_key_id).env("AWS_SECRET_ACCESS_KEY", secret);
+            env.push(("AWS_ACCESS_KEY_ID".to_owned(), access_key_id.clone()));
+            env.push(("AWS_SECRET_ACCESS_KEY".to_owned(), secret.clone()));
         }
     }
     for target in &options.targets {
         if let Some((var, value)) = &target.password {
-            command.env(var, value);
+            env.push((var.clone(), value.clone()));
         }
     }
-    Ok(command)
+    env.extend(options.env.iter().cloned());
+    Ok(env)
+}
+
+impl ClientProxy {
+    /// Runs `rds-auth-proxy <args>` once to the end, with stdin closed, and returns its output.
+    pub async fn run_once(
+        standin: &StandIn,
+        options: &ClientOptions,
+        args: &[&str],
+    ) -> Result<std::process::Output, HarnessError> {
+        let dir = scratch_dir("client-once")?;
+        let mut command = Command::new(built_binary("rds-auth-proxy")?);
+        command.env_clear();
+        for (name, value) in client_environment(standin, options, &dir)? {
+            command.env(name, value);
+        }
+        command.args(client_arguments(options, &dir, args)).stdin(Stdio::null()).kill_on_drop(true);
+        tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .map_err(|_| HarnessError::Docker("rds-auth-proxy did not finish within 60 s".into()))?
+            .map_err(HarnessError::io("cannot run rds-auth-proxy"))
+    }
+
+    /// A shell script in `dir` that runs `rds-auth-proxy <args>` with the environment of
+    /// `options`, for a terminal (tmux) to run.
+    pub fn script(
+        standin: &StandIn,
+        options: &ClientOptions,
+        dir: &Path,
+        args: &[&str],
+    ) -> Result<PathBuf, HarnessError> {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+        let mut script = String::from("#!/bin/sh\nexec env -i");
+        for (name, value) in client_environment(standin, options, dir)? {
+            script.push_str(&format!(" {}", quote(&format!("{name}={value}"))));
+        }
+        script.push_str(&format!(" {}", quote(&built_binary("rds-auth-proxy")?.display().to_string())));
+        for arg in client_arguments(options, dir, args) {
+            script.push_str(&format!(" {}", quote(&arg)));
+        }
+        script.push('\n');
+        let path = dir.join("run.sh");
+        std::fs::write(&path, script).map_err(HarnessError::io("cannot write the script"))?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(HarnessError::io("cannot make the script executable"))?;
+        Ok(path)
+    }
 }
 
 /// Reads `rds-auth-proxy connect`'s stdout until it has named `count` listeners.
@@ -510,9 +601,13 @@ async fn read_ports(stdout: tokio::process::ChildStdout, count: usize) -> Option
         let line = lines.next_line().await.ok()??;
         if let Some((name, _)) = line.split_once(" -> ") {
             current = Some(name.to_owned());
-        } else if let Some(rest) = line.trim_start().strip_prefix("psql ") {
+        } else if let Some(rest) = line.trim_start().strip_prefix("psql ")
+            && let Some(name) = current.take()
+        {
+            // The first psql line of a target names its TCP port (a Unix socket line follows
+            // when those are on).
             let port = rest.split_whitespace().find_map(|w| w.strip_prefix("port="))?.parse().ok()?;
-            ports.insert(current.take()?, port);
+            ports.insert(name, port);
         }
     }
     // Keep draining stdout so the process never blocks on a full pipe.
@@ -525,12 +620,21 @@ fn client_config(standin: &StandIn, options: &ClientOptions) -> String {
     if options.local_tls {
         toml.push_str("[proxy.local_tls]\nenabled = true\n\n");
     }
-    let _ = writeln!(toml, "[upstreams.default]\naddress = \"{}\"", options.server_addr);
-    let _ = writeln!(toml, "ca = \"{}\"", options.server_ca.display());
-    let _ = writeln!(toml, "server_name = \"{}\"", options.server_name);
-    if let Some(identity) = &options.identity {
-        let _ =
-            writeln!(toml, "cert = \"{}\"\nkey = \"{}\"", identity.cert.display(), identity.key.display());
+    match &options.upstream_toml {
+        Some(upstream) => toml.push_str(upstream),
+        None => {
+            let _ = writeln!(toml, "[upstreams.default]\naddress = \"{}\"", options.server_addr);
+            let _ = writeln!(toml, "ca = \"{}\"", options.server_ca.display());
+            let _ = writeln!(toml, "server_name = \"{}\"", options.server_name);
+            if let Some(identity) = &options.identity {
+                let _ = writeln!(
+                    toml,
+                    "cert = \"{}\"\nkey = \"{}\"",
+                    identity.cert.display(),
+                    identity.key.display()
+                );
+            }
+        }
     }
     toml.push('\n');
     for target in &options.targets {
@@ -552,5 +656,102 @@ fn client_config(standin: &StandIn, options: &ClientOptions) -> String {
         }
         toml.push('\n');
     }
+    toml.push_str(&options.extra_toml);
+    toml.push('\n');
     toml
+}
+
+/// A server proxy in this process, for tests that need what a container cannot reach: moto on
+/// loopback for discovery. It trusts `db_ca` for databases and names them through `resolve`.
+#[derive(Debug)]
+pub struct InProcessServer {
+    addr: SocketAddr,
+    config: std::sync::Arc<rds_auth_server::ServerConfig>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+/// What an in-process server proxy serves.
+#[derive(Debug)]
+pub struct InProcessOptions {
+    pub targets: Vec<rds_auth_server::TargetRule>,
+    pub resolve: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+    pub db_ca: PathBuf,
+    pub discovery: Option<(
+        rds_auth_discovery::DiscoveryConfig,
+        rds_auth_discovery::ProfileFiles,
+        rds_auth_server::FollowConfig,
+    )>,
+}
+
+impl InProcessServer {
+    /// Starts it on 127.0.0.1, on the current runtime; it stops when dropped.
+    pub async fn start(pki: &ProxyPki, options: InProcessOptions) -> Result<InProcessServer, HarnessError> {
+        use rds_auth_io::tls::{self, ALPN_POSTGRESQL, ClientAuth, Identity};
+        let identity = Identity::load(&pki.server.cert, &pki.server.key)
+            .map_err(|e| HarnessError::Docker(format!("server certificate: {e}")))?;
+        let tls_config =
+            tls::server_config(identity, ClientAuth::Required(pki.pki.roots()?), &[ALPN_POSTGRESQL], false)
+                .map_err(|e| HarnessError::Docker(format!("server TLS: {e}")))?;
+        let db_roots =
+            tls::load_roots(&options.db_ca).map_err(|e| HarnessError::Docker(format!("database CA: {e}")))?;
+        let upstream_tls = tls::client_config(db_roots, None, &[], false)
+            .map_err(|e| HarnessError::Docker(e.to_string()))?;
+        let config = std::sync::Arc::new(rds_auth_server::ServerConfig {
+            tls: Some(tls_config),
+            require_client_cert: true,
+            allowlist: std::sync::RwLock::new(std::sync::Arc::new(rds_auth_server::Allowlist::new(
+                options.targets,
+            ))),
+            upstream: rds_auth_upstream::UpstreamConfig {
+                tls: upstream_tls,
+                resolver: rds_auth_upstream::Resolver::new(options.resolve),
+                connect_timeout: Duration::from_secs(2),
+                connect_attempts: 2,
+                auth_timeout: Duration::from_secs(30),
+            },
+            startup_timeout: Duration::from_secs(15),
+            handshake_timeout: Duration::from_secs(60),
+            max_startup_len: 32 * 1024,
+            token_clock_skew: Duration::from_secs(300),
+            relay: rds_auth_io::relay::RelayConfig::default(),
+            drain_timeout: Duration::from_secs(1),
+            cancel: rds_auth_server::CancelState::new(
+                rds_auth_server::CancelKeys::random(),
+                std::num::NonZeroU32::MIN.saturating_add(9),
+                std::num::NonZeroU32::MIN.saturating_add(19),
+            ),
+        });
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(HarnessError::io("cannot bind"))?;
+        let addr = listener.local_addr().map_err(HarnessError::io("no address"))?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        if let Some((discovery, files, follow)) = options.discovery {
+            let discovery = std::sync::Arc::new(
+                rds_auth_discovery::Discovery::with_profile_files(discovery, files).await,
+            );
+            tokio::spawn(rds_auth_server::follow_discovery(config.clone(), discovery, follow, stop.clone()));
+        }
+        let shutdown = stop.clone();
+        tokio::spawn(rds_auth_server::run(
+            listener,
+            config.clone(),
+            async move { shutdown.cancelled().await },
+        ));
+        Ok(InProcessServer { addr, config, stop })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The allowlist as it is now.
+    pub fn allowlist(&self) -> std::sync::Arc<rds_auth_server::Allowlist> {
+        self.config.allowlist()
+    }
+}
+
+impl Drop for InProcessServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }

@@ -15,13 +15,18 @@
 //!   GSSENCRequest);
 //! - `cancel`: query cancel from psql, tokio-postgres, psycopg and asyncpg, across two
 //!   server-proxy replicas, with stale, forged and foreign keys dropped;
-//! - `secrets`: a full session at TRACE level leaves no token or password in any log.
+//! - `secrets`: a full session at TRACE level leaves no token or password in any log;
+//! - `discovery`: RDS discovery against moto (no Docker; moto from `target/e2e-venv`) across two
+//!   accounts and two regions, with tag rules, pagination, cluster endpoints and failures.
 
 #![allow(clippy::unwrap_used, reason = "a test's helpers fail the test the same way its body does")]
 #![allow(clippy::print_stderr, reason = "tests report what they measured in the test log")]
 
 mod cancel;
+mod discovered;
+mod discovery;
 mod harness;
+mod laptop;
 mod protocol;
 mod proxies;
 mod refusals;

@@ -115,8 +115,8 @@ async fn early_data_after_ssl_request_is_refused() {
     let mut bytes = StartupPacket::SslRequest.to_bytes().to_vec();
     bytes.extend_from_slice(&startup_bytes());
     client.write_all(&bytes).await.unwrap();
-    let Accepted::Refuse { error, .. } = task.await.unwrap() else { panic!("expected a refusal") };
-    assert!(error.to_string().contains("unencrypted data after SSL request"));
+    let accepted = task.await.unwrap();
+    assert!(matches!(accepted, Accepted::Close(CloseReason::EarlyData)), "{accepted:?}");
 }
 
 #[tokio::test]
@@ -155,6 +155,14 @@ async fn cancel_in_every_shape() {
     tls.write_all(&cancel.to_bytes()).await.unwrap();
     tls.flush().await.unwrap();
     assert!(matches!(task.await.unwrap(), Accepted::Cancel { stream, .. } if stream.get_ref().is_tls()));
+}
+
+#[tokio::test]
+async fn a_malformed_cancel_is_closed_in_silence() {
+    let (mut client, server) = duplex(1 << 16);
+    let task = spawn_accept(server, policy(None));
+    client.write_all(&[0, 0, 0, 14, 4, 210, 22, 46, 0, 0, 0, 7, 1, 2]).await.unwrap();
+    assert!(matches!(task.await.unwrap(), Accepted::Close(CloseReason::BadCancel)));
 }
 
 #[tokio::test]
