@@ -12,7 +12,10 @@ pub(crate) fn ci(sh: &Shell) -> anyhow::Result<()> {
     tidy(sh)?;
     deps(sh)?;
     lint(sh)?;
+    crate::nix::check(sh)?;
+    crate::docs::check(sh)?;
     test(sh)?;
+    crate::dist::check(sh)?;
     step(&format!("ci passed in {:.0?}", started.elapsed()));
     Ok(())
 }

@@ -13,6 +13,13 @@ pub(crate) enum Command {
     Test,
     Images,
     Demo,
+    /// The commands below take their own arguments, which their modules parse.
+    Bench(Vec<String>),
+    Fuzz(Vec<String>),
+    Dist(Vec<String>),
+    Release(Vec<String>),
+    Docs(Vec<String>),
+    Nix(Vec<String>),
 }
 
 const HELP: &str = "\
@@ -28,6 +35,14 @@ cargo xtask <command>
   images   build the local container images the end-to-end tests run
            (mmdebstrap | docker import; skipped when the recipe is unchanged)
   demo     explain and run the local demo of the whole path
+  bench    the benchmark report: direct, pgbouncer and rds-auth-proxy, side by side
+           (docs/performance.md; `cargo xtask bench --help`)
+  fuzz     run the cargo-fuzz targets for a while (`--time SECONDS`, needs nightly)
+  dist     release archives with completions and man pages, sha256 sums, and the
+           Homebrew formula
+  release  next version and changelog from conventional commits (`--dry-run`)
+  docs     build the documentation site and check its links
+  nix      the Nix checks that run without nixpkgs: parse, and evaluate the flake's shape
 ";
 
 pub(crate) fn print_help() {
@@ -57,6 +72,12 @@ pub(crate) fn parse(args: Vec<String>) -> anyhow::Result<Command> {
         "test" => no_args(Command::Test),
         "images" => no_args(Command::Images),
         "demo" => no_args(Command::Demo),
+        "bench" => Ok(Command::Bench(rest)),
+        "fuzz" => Ok(Command::Fuzz(rest)),
+        "dist" => Ok(Command::Dist(rest)),
+        "release" => Ok(Command::Release(rest)),
+        "docs" => Ok(Command::Docs(rest)),
+        "nix" => Ok(Command::Nix(rest)),
         other => bail!("unknown command {other:?}; run `cargo xtask --help`"),
     }
 }

@@ -1,9 +1,15 @@
 //! `cargo xtask`: the project's only build script. Each command is a module with a `run`
 //! function; `cargo xtask --help` lists them.
 
+mod bench;
 mod ci;
+mod dist;
+mod docs;
 mod flags;
+mod fuzz;
 mod images;
+mod nix;
+mod release;
 
 use std::path::PathBuf;
 
@@ -26,6 +32,12 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Test => ci::test(&sh),
         flags::Command::Images => images::build(&sh).and_then(|()| images::server_image(&sh, "debug")),
         flags::Command::Demo => ci::demo(&sh),
+        flags::Command::Bench(args) => bench::run(&sh, &args),
+        flags::Command::Fuzz(args) => fuzz::run(&sh, &args),
+        flags::Command::Dist(args) => dist::run(&sh, &args),
+        flags::Command::Release(args) => release::run(&sh, &args),
+        flags::Command::Docs(args) => docs::run(&sh, &args),
+        flags::Command::Nix(args) => nix::run(&sh, &args),
     }
 }
 

@@ -5,6 +5,7 @@
 //!   turning every configuration mistake into a miette diagnostic that names the key and
 //!   points at it in the file;
 //! - [`telemetry`]: text or JSON logs on stderr with a level filter;
+//! - [`shell`]: shell completions and man pages from the binaries' clap definitions;
 //! - [`limits`]: raising the open-file limit, which Rust, unlike Go, leaves at the soft value
 //!   (often 256 or 1 024 on a laptop).
 //!
@@ -12,4 +13,5 @@
 
 pub mod config;
 pub mod limits;
+pub mod shell;
 pub mod telemetry;

@@ -9,7 +9,7 @@ mod config;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use miette::IntoDiagnostic;
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::{self, LogFormat};
@@ -45,6 +45,17 @@ enum Command {
     CheckConfig,
     /// Write a development CA, a server certificate, and a client certificate per user.
     GenCerts(certs::GenCerts),
+    /// Print the completion script for a shell: bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell to complete for.
+        shell: rds_auth_cli::shell::Shell,
+    },
+    /// Write the man pages into a directory (used when packaging).
+    #[command(hide = true)]
+    Manpages {
+        /// Where the pages go.
+        dir: PathBuf,
+    },
 }
 
 /// Configuration and usage errors exit with 64 (EX_USAGE); runtime failures with 1.
@@ -54,6 +65,14 @@ fn main() -> miette::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::GenCerts(args)) => certs::run(args),
+        Some(Command::Completions { shell }) => {
+            rds_auth_cli::shell::completions(Cli::command(), *shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Some(Command::Manpages { dir }) => {
+            rds_auth_cli::shell::manpages(Cli::command(), dir).into_diagnostic()?;
+            Ok(())
+        }
         Some(Command::CheckConfig) => {
             let loaded = load(&cli).unwrap_or_else(|e| usage_error(e));
             let _ = config::build(&loaded).unwrap_or_else(|e| usage_error(e));

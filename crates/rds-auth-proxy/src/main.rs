@@ -7,13 +7,14 @@ mod catalog;
 mod config;
 mod connect;
 mod doctor;
+mod import;
 mod list;
 mod picker;
 mod workspace;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use miette::IntoDiagnostic;
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
@@ -48,10 +49,33 @@ enum Command {
     List(list::ListArgs),
     /// Check the configuration, credentials, clock, discovery and the path to a target.
     Doctor(doctor::DoctorArgs),
-    /// Print the effective configuration, secrets redacted.
-    Config,
+    /// Print the effective configuration, secrets redacted, or import an old one.
+    Config(ConfigArgs),
     /// Print an IAM token, as `aws rds generate-db-auth-token` does.
     Token(connect::TokenArgs),
+    /// Print the completion script for a shell: bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell to complete for.
+        shell: rds_auth_cli::shell::Shell,
+    },
+    /// Write the man pages into a directory (used when packaging).
+    #[command(hide = true)]
+    Manpages {
+        /// Where the pages go.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    action: Option<ConfigAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Convert the Go predecessor's YAML configuration into this proxy's TOML.
+    Import(import::ImportArgs),
 }
 
 /// Configuration and usage errors exit with 64 (EX_USAGE); runtime failures with 1.
@@ -61,7 +85,8 @@ fn main() -> miette::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Connect(args) => connect::run(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
-        Command::Config => {
+        Command::Config(ConfigArgs { action: Some(ConfigAction::Import(args)) }) => import::run(args),
+        Command::Config(ConfigArgs { action: None }) => {
             let loaded = load(&cli).unwrap_or_else(|e| usage_error(e));
             #[allow(clippy::print_stdout, reason = "printing the configuration is this command's job")]
             {
@@ -72,6 +97,14 @@ fn main() -> miette::Result<()> {
         Command::Token(args) => connect::token(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
         Command::List(args) => list::run(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
         Command::Doctor(args) => doctor::run(&load(&cli).unwrap_or_else(|e| usage_error(e)), args),
+        Command::Completions { shell } => {
+            rds_auth_cli::shell::completions(Cli::command(), *shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => {
+            rds_auth_cli::shell::manpages(Cli::command(), dir).into_diagnostic()?;
+            Ok(())
+        }
     }
 }
 
