@@ -1,7 +1,7 @@
 //! Compares a binary's configuration keys with a table section of docs/configuration.md.
 //!
-//! Shared by the client's and the server's `config_reference` tests (the server includes this
-//! file by path). Three facts are checked:
+//! Shared by the client's and the server's `config_reference` tests and by the deployment
+//! manifests' test, which include this file by path. Three facts are checked:
 //!
 //! - every key the binary prints (its effective configuration as JSON) has a row in the doc;
 //! - every key the doc lists is accepted by the binary: a file setting only that key must not
@@ -320,6 +320,15 @@ fn walk(value: &Value, path: String, keys: &mut BTreeMap<String, Printed>) {
     }
 }
 
+/// Whether `key` of a configuration has a row in `rows`, itself or through a table-typed
+/// ancestor (for the deployment examples' configuration files).
+#[allow(dead_code, reason = "the config_reference tests check whole configurations instead")]
+pub(crate) fn is_documented_in(rows: &[DocRow], key: &str, printed: &Printed) -> bool {
+    let documented: BTreeMap<&str, &DocRow> =
+        rows.iter().flat_map(|row| row.keys.iter().map(move |key| (key.as_str(), row))).collect();
+    is_documented(key, printed, rows, &documented)
+}
+
 fn is_documented(
     key: &str,
     printed: &Printed,
@@ -372,7 +381,7 @@ fn type_of(value: &Value) -> &'static str {
     match value {
         Value::Bool(_) => "bool",
         Value::Number(_) => "integer",
-        Value::String(s) if humantime_serde::re::humantime::parse_duration(s).is_ok() => "duration",
+        Value::String(s) if parse_duration(s).is_some() => "duration",
         Value::String(_) => "string",
         Value::Array(_) => "list",
         Value::Object(_) => "table",
@@ -391,15 +400,39 @@ fn display(value: &Value) -> String {
 /// Whether a printed value equals a documented literal; durations compare by length of time
 /// (`60s` and `1m` are the same).
 fn same_value(value: &Value, literal: &str) -> bool {
-    let parse = humantime_serde::re::humantime::parse_duration;
     match value {
-        Value::String(s) => s == literal || matches!((parse(s), parse(literal)), (Ok(a), Ok(b)) if a == b),
+        Value::String(s) => {
+            s == literal || parse_duration(s).is_some_and(|a| parse_duration(literal) == Some(a))
+        }
         Value::Array(_) => {
             let compact: String = literal.chars().filter(|c| !c.is_whitespace()).collect();
             *value == serde_json::from_str::<Value>(&compact).unwrap_or(Value::Null)
         }
         other => serde_json::from_str::<Value>(literal).is_ok_and(|parsed| parsed == *other),
     }
+}
+
+/// A humantime duration such as `90s`, `1m` or `1h 30m`, in milliseconds; only the units the
+/// configuration uses, so this file needs no crate beyond serde_json.
+pub(crate) fn parse_duration(text: &str) -> Option<u128> {
+    let mut total = 0u128;
+    let mut seen = false;
+    for part in text.split_whitespace() {
+        let split = part.find(|c: char| !c.is_ascii_digit())?;
+        let (number, unit) = part.split_at(split);
+        let number: u128 = number.parse().ok()?;
+        let scale = match unit {
+            "ms" => 1,
+            "s" | "sec" | "secs" => 1_000,
+            "m" | "min" | "mins" => 60_000,
+            "h" | "hr" | "hrs" => 3_600_000,
+            "d" | "day" | "days" => 86_400_000,
+            _ => return None,
+        };
+        total += number * scale;
+        seen = true;
+    }
+    seen.then_some(total)
 }
 
 fn last_segment(key: &str) -> &str {
@@ -503,6 +536,16 @@ fn render_nests_maps_and_lists() {
         "log = { level = \"info\" }\ntargets = [{ auth = [\"iam\"], endpoint = \"db:5432\" }]\n\
          upstreams = { \"<name>\" = { ca = \"/ca\" } }\n"
     );
+}
+
+#[test]
+fn durations_compare_by_length() {
+    assert_eq!(parse_duration("1m"), parse_duration("60s"));
+    assert_eq!(parse_duration("1h 30m"), Some(5_400_000));
+    assert_eq!(parse_duration("0.0.0.0:5432"), None);
+    assert_eq!(parse_duration("info"), None);
+    assert!(same_value(&Value::String("1m".into()), "60s"));
+    assert!(!same_value(&Value::String("1m".into()), "61s"));
 }
 
 #[test]
