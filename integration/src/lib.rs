@@ -7,6 +7,8 @@
 //!   (session-credential tokens), then relays to Postgres. Both use the pure [`standin::verify`];
 //! - [`harness`]: a test PKI, the stand-in container ([`harness::StandIn`]), a rustls connector
 //!   for tokio-postgres, and a psql runner, shared by every test in `tests/e2e`;
+//! - [`bench`]: what `cargo xtask bench` runs (`rds-auth-bench`): direct, pgbouncer and both
+//!   proxies against the stand-in's Postgres, and the report in `docs/performance.md`;
 //! - `docker/standin/`: the container's entrypoint, copied in when a container is created, so
 //!   the image (`cargo xtask images`) never needs rebuilding when the stand-in changes.
 //!
@@ -15,5 +17,6 @@
 //! The tests need a Docker engine and the local images, and fail with a hint when either is
 //! missing.
 
+pub mod bench;
 pub mod harness;
 pub mod standin;
