@@ -209,6 +209,7 @@ mod tests {
                 server_name: ServerName::try_from("proxy.test").unwrap(),
                 tls: Arc::new(tls),
                 connect_timeout: Duration::from_secs(1),
+                identity: None,
             }),
             key: Bytes::from_static(b"sealed"),
         }

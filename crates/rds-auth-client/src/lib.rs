@@ -38,5 +38,5 @@ pub use crate::checks::{LoginCheck, ProxyCheck, check_login, check_server_proxy}
 pub use crate::credentials::{CachedCredentials, cached};
 pub use crate::error::ClientError;
 pub use crate::proxy::{Listener, LocalSocket, Shared, run};
-pub use crate::target::{ProxyAddress, Route, ServerProxy, Target, TargetAuth};
+pub use crate::target::{IdentitySigning, ProxyAddress, Route, ServerProxy, Target, TargetAuth};
 pub use crate::tunnel::{Tunnel, TunnelPort, TunnelSpec};

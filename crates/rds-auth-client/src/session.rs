@@ -20,7 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span};
 
 use crate::cancel::{CancelGuard, CancelRoute};
-use crate::{CancelRegistry, ClientError, ProxyAddress, Route, ServerProxy, Shared, Target, TargetAuth};
+use crate::{
+    CancelRegistry, ClientError, IdentitySigning, ProxyAddress, Route, ServerProxy, Shared, Target,
+    TargetAuth,
+};
 
 /// The newest protocol minor version the client proxy offers its clients, and speaks with the
 /// server proxy whatever the client speaks.
@@ -201,8 +204,12 @@ where
     };
     match &target.route {
         Route::ServerProxy(proxy) => {
-            via_server_proxy(client, params, credential, target, proxy, negotiation.version, &shared.cancels)
-                .await
+            let identity = match &proxy.identity {
+                Some(signing) => prove_identity(target, signing, shared).await?,
+                None => None,
+            };
+            let injection = Injection { target: target.endpoint.clone(), credential, identity };
+            via_server_proxy(client, params, injection, proxy, negotiation.version, &shared.cancels).await
         }
         Route::Direct(upstream) => {
             direct(client, params, &user, credential, target, upstream, negotiation.version, &shared.cancels)
@@ -214,8 +221,7 @@ where
 async fn via_server_proxy<S>(
     client: &mut PgStream<Transport<S>>,
     params: Params,
-    credential: Option<Secret>,
-    target: &Target,
+    injection: Injection,
     proxy: &Arc<ServerProxy>,
     version: ProtocolVersion,
     cancels: &Arc<CancelRegistry>,
@@ -223,8 +229,7 @@ async fn via_server_proxy<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let params =
-        rds_auth_startup::inject(&params, &Injection { target: target.endpoint.clone(), credential })?;
+    let params = rds_auth_startup::inject(&params, &injection)?;
     let startup =
         StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_2, params }).to_bytes();
     let mut upstream = connect_server_proxy(proxy).await?;
@@ -313,6 +318,29 @@ async fn sign(target: &Target, user: &str, shared: &Shared) -> Result<Secret, Cl
     let request = TokenRequest { host: &host, port: target.endpoint.port(), user, region: &target.region };
     let token = shared.tokens.get_or_generate(&credentials, &request, SystemTime::now())?;
     Ok(Secret::new(token.expose().to_owned()))
+}
+
+/// A presigned `sts:GetCallerIdentity` with the target's credentials, reused from the cache
+/// while it is young. An IAM target cannot go on without one (its token needs the same
+/// credentials); for a password or passthrough target the proof is only sent when the
+/// credentials can be had, since those targets may not use AWS at all.
+async fn prove_identity(
+    target: &Target,
+    signing: &IdentitySigning,
+    shared: &Shared,
+) -> Result<Option<Secret>, ClientError> {
+    let credentials = match target.credentials.provide_credentials().await {
+        Ok(credentials) => credentials,
+        Err(_) if !matches!(target.auth, TargetAuth::Iam) => {
+            debug!("no AWS credentials: the session goes without an identity proof");
+            return Ok(None);
+        }
+        Err(_) => return Err(ClientError::Credentials { label: target.credentials_label.clone() }),
+    };
+    let host = signing.sts_host.clone().unwrap_or_else(|| rds_auth_token::sts_host(&target.region));
+    let proof =
+        shared.tokens.get_or_presign_identity(&credentials, &host, &target.region, SystemTime::now())?;
+    Ok(Some(Secret::new(proof.expose().to_owned())))
 }
 
 /// Direct TLS 1.3 with ALPN `postgresql` to a server proxy, presenting the client certificate.

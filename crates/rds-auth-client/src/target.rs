@@ -64,6 +64,18 @@ pub struct ServerProxy {
     /// Verifies the server proxy against its CA and presents the user's client certificate.
     pub tls: Arc<rustls::ClientConfig>,
     pub connect_timeout: Duration,
+    /// Whether sessions carry a presigned `sts:GetCallerIdentity` that tells the server proxy
+    /// who the caller is, and where STS is.
+    pub identity: Option<IdentitySigning>,
+}
+
+/// How the client proxy proves its IAM identity to a server proxy.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySigning {
+    /// A fixed STS host (`host` or `host:port`): an STS VPC endpoint, or a test double. The
+    /// server proxy must send proofs to the same host. `None`: the regional endpoint of the
+    /// target's region.
+    pub sts_host: Option<String>,
 }
 
 /// Where a target's sessions go.

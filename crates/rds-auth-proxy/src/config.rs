@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
-use rds_auth_client::{ProxyAddress, ServerProxy, Tunnel, TunnelPort, TunnelSpec};
+use rds_auth_client::{IdentitySigning, ProxyAddress, ServerProxy, Tunnel, TunnelPort, TunnelSpec};
 use rds_auth_discovery::{AccountConfig, AccountCredentials, DiscoveryConfig, TagRules};
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, Identity};
 use rds_auth_upstream::{Resolver, UpstreamConfig};
@@ -211,6 +211,17 @@ pub(crate) struct UpstreamSettings {
     pub(crate) connect_timeout: Duration,
     /// How to reach a server proxy that is not directly reachable.
     pub(crate) tunnel: Option<TunnelSettings>,
+    /// Send the server proxy a presigned sts:GetCallerIdentity, so it knows the caller's IAM
+    /// identity (audit, per-role target rules).
+    #[serde(default = "default_identity")]
+    pub(crate) identity: bool,
+    /// The STS endpoint the identity proof is signed for, when the server proxy uses a fixed
+    /// one (an STS VPC endpoint); the regional endpoint of the target's region by default.
+    pub(crate) sts_endpoint: Option<String>,
+}
+
+fn default_identity() -> bool {
+    true
 }
 
 fn default_connect_timeout() -> Duration {
@@ -473,13 +484,59 @@ pub(crate) fn upstream(loaded: &Loaded<Settings>, name: &str) -> Result<Upstream
         .map_err(|_| loaded.error_at(&key("server_name"), "not a DNS name or IP address", ""))?;
     let tls = tls::client_config(roots, identity, &[ALPN_POSTGRESQL], true)
         .map_err(|e| loaded.error_at(&key("cert"), e.to_string(), ""))?;
+    let identity = if upstream.identity {
+        let sts_host = match &upstream.sts_endpoint {
+            None => None,
+            Some(url) => Some(sts_authority(url).ok_or_else(|| {
+                loaded.error_at(
+                    &key("sts_endpoint"),
+                    "expected a URL such as https://sts.eu-west-1.amazonaws.com",
+                    "use the same endpoint as the server proxy's identity.sts_endpoint",
+                )
+            })?),
+        };
+        Some(IdentitySigning { sts_host })
+    } else {
+        None
+    };
     Ok(UpstreamRoute::ServerProxy(Arc::new(ServerProxy {
         name: name.to_owned(),
         address,
         server_name,
         tls,
         connect_timeout: upstream.connect_timeout,
+        identity,
     })))
+}
+
+/// The host, and the port unless it is the scheme's default, of an STS endpoint URL: what
+/// SigV4 signs as the `host` header.
+pub(crate) fn sts_authority(url: &str) -> Option<String> {
+    let (default_port, rest) = if let Some(rest) = url.strip_prefix("https://") {
+        (443, rest)
+    } else {
+        (80, url.strip_prefix("http://")?)
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (address, rest) = v6.split_once(']')?;
+            (format!("[{address}]"), rest.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host.to_owned(), Some(port)),
+            None => (authority.to_owned(), None),
+        },
+    };
+    match port.map(str::parse::<u16>) {
+        None => Some(host),
+        Some(Ok(port)) if port == default_port => Some(host),
+        Some(Ok(port)) => Some(format!("{host}:{port}")),
+        Some(Err(_)) => None,
+    }
 }
 
 fn tunnel_spec(name: &str, tunnel: &TunnelSettings) -> TunnelSpec {
@@ -507,6 +564,21 @@ fn tunnel_spec(name: &str, tunnel: &TunnelSettings) -> TunnelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sts_endpoints_become_the_signed_host() {
+        assert_eq!(
+            sts_authority("https://sts.eu-west-1.amazonaws.com").as_deref(),
+            Some("sts.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(sts_authority("https://sts.example.com:443/").as_deref(), Some("sts.example.com"));
+        assert_eq!(sts_authority("http://127.0.0.1:5000").as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(sts_authority("http://[::1]:5000").as_deref(), Some("[::1]:5000"));
+        assert_eq!(sts_authority("https://[fd00::1]").as_deref(), Some("[fd00::1]"));
+        for bad in ["sts.example.com", "https://", "https://a/b", "https://a:x", "ftp://a"] {
+            assert_eq!(sts_authority(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn region_from_endpoint() {

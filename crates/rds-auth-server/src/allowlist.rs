@@ -66,6 +66,72 @@ pub struct TargetRule {
     pub modes: AuthModes,
     /// Where the rule came from, for refusals and logs: `static` or a discovery source.
     pub source: String,
+    /// Which IAM principals may reach it.
+    pub principals: Principals,
+}
+
+/// The IAM principals a target admits, as glob patterns over ARNs (`*` matches any run of
+/// characters, `/` included). An assumed role is matched by its role ARN
+/// (`arn:aws:iam::123456789012:role/Analyst`) and by its full session ARN.
+#[derive(Debug, Clone, Default)]
+pub struct Principals {
+    patterns: Vec<String>,
+    set: Option<globset::GlobSet>,
+}
+
+impl PartialEq for Principals {
+    fn eq(&self, other: &Principals) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl Eq for Principals {}
+
+/// A principal pattern that is not a valid glob.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid principal pattern {pattern:?}: {reason}")]
+pub struct PrincipalPatternError {
+    pub pattern: String,
+    pub reason: String,
+}
+
+impl Principals {
+    /// Anyone who may reach the server proxy at all.
+    pub const ANYONE: Principals = Principals { patterns: Vec::new(), set: None };
+
+    /// Only principals matching one of `patterns`; an empty list admits no one.
+    pub fn only(patterns: &[String]) -> Result<Principals, PrincipalPatternError> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = globset::GlobBuilder::new(pattern).literal_separator(false).build().map_err(|e| {
+                PrincipalPatternError { pattern: pattern.clone(), reason: e.kind().to_string() }
+            })?;
+            builder.add(glob);
+        }
+        let set = builder
+            .build()
+            .map_err(|e| PrincipalPatternError { pattern: patterns.join(", "), reason: e.to_string() })?;
+        Ok(Principals { patterns: patterns.to_vec(), set: Some(set) })
+    }
+
+    /// Whether a caller proving an identity is needed at all.
+    pub fn is_restricted(&self) -> bool {
+        self.set.is_some()
+    }
+
+    /// Whether a caller is admitted: anyone when unrestricted, otherwise a proven identity
+    /// whose principal or ARN matches a pattern.
+    pub fn admits(&self, caller: Option<&crate::CallerIdentity>) -> bool {
+        match (&self.set, caller) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(set), Some(caller)) => set.is_match(&caller.principal) || set.is_match(&caller.arn),
+        }
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
 }
 
 /// The databases the server proxy may connect to, matched on the exact endpoint name and
@@ -114,7 +180,49 @@ mod tests {
     use super::*;
 
     fn rule(text: &str) -> TargetRule {
-        TargetRule { endpoint: text.parse().unwrap(), modes: AuthModes::IAM_ONLY, source: "static".into() }
+        TargetRule {
+            endpoint: text.parse().unwrap(),
+            modes: AuthModes::IAM_ONLY,
+            source: "static".into(),
+            principals: Principals::ANYONE,
+        }
+    }
+
+    fn caller(arn: &str) -> crate::CallerIdentity {
+        crate::CallerIdentity {
+            arn: arn.into(),
+            principal: crate::identity::principal_of(arn),
+            account: "123456789012".into(),
+            access_key_id: "ASIAEXAMPLE".into(),
+        }
+    }
+
+    #[test]
+    fn principals_match_roles_and_session_arns() {
+        let only = Principals::only(&[
+            "arn:aws:iam::123456789012:role/Analyst".into(),
+            "arn:aws:iam::*:role/dba-*".into(),
+            "arn:aws:sts::123456789012:assumed-role/Ops/alice".into(),
+        ])
+        .unwrap();
+        for admitted in [
+            "arn:aws:sts::123456789012:assumed-role/Analyst/bob",
+            "arn:aws:sts::999999999999:assumed-role/dba-prod/carol",
+            "arn:aws:sts::123456789012:assumed-role/Ops/alice",
+        ] {
+            assert!(only.admits(Some(&caller(admitted))), "{admitted}");
+        }
+        for refused in [
+            "arn:aws:sts::123456789012:assumed-role/Analyst2/bob",
+            "arn:aws:sts::123456789012:assumed-role/Ops/mallory",
+            "arn:aws:iam::123456789012:user/Analyst",
+        ] {
+            assert!(!only.admits(Some(&caller(refused))), "{refused}");
+        }
+        assert!(!only.admits(None), "a restricted target needs a proven identity");
+        assert!(Principals::ANYONE.admits(None));
+        assert!(!Principals::only(&[]).unwrap().admits(Some(&caller("arn:aws:iam::1:user/x"))));
+        assert!(Principals::only(&["arn:[".into()]).is_err());
     }
 
     #[test]

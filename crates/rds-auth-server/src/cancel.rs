@@ -227,6 +227,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let outcome = route(&stream, &request, config).await;
+    crate::metrics::Metrics::outcome(&config.metrics.cancels, outcome);
     info!(outcome, pid = request.pid, "cancel request");
     let mut stream = stream;
     let _ = tokio::io::AsyncWriteExt::shutdown(stream.get_mut()).await;
@@ -240,7 +241,7 @@ async fn route<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if config.tls.is_some() && !stream.get_ref().is_tls() {
+    if config.tls().is_some() && !stream.get_ref().is_tls() {
         return "plaintext_refused";
     }
     let Some(closure) = config.cancel.keys.open(&request.key) else { return "unknown_key" };

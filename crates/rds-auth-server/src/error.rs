@@ -5,6 +5,7 @@ use rds_auth_startup::{Endpoint, StartupError};
 use rds_auth_upstream::UpstreamError;
 
 use crate::AuthMode;
+use crate::identity::IdentityError;
 
 /// A session the server proxy refuses or loses. Each variant becomes a FATAL ErrorResponse
 /// with fixed text: no token, password or inner error's `Display` ever reaches a client.
@@ -34,6 +35,18 @@ pub enum SessionError {
     Upstream(#[from] UpstreamError),
     #[error("the session was not ready within {} s", .0.as_secs())]
     SetupTimeout(Duration),
+    #[error("sorry, too many clients already: the server proxy holds its maximum of {max} connections")]
+    TooManyConnections { max: usize },
+    #[error("too many new connections from {caller}: the server proxy's rate limit per caller was reached")]
+    RateLimited { caller: String },
+    #[error("the server proxy requires proof of the caller's IAM identity, and none was sent")]
+    IdentityRequired,
+    #[error("the caller's IAM identity could not be verified: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("{} may not reach target {target}", principal.as_deref().unwrap_or("this caller"))]
+    PrincipalRefused { principal: Option<String>, target: Endpoint },
+    #[error("the IAM token and the identity proof were signed with different credentials")]
+    IdentityMismatch,
 }
 
 const CLOCK_HINT: &str = "check the clock of the machine running the client proxy (enable NTP); \
@@ -46,6 +59,10 @@ impl SessionError {
             SessionError::Startup(e) => e.sqlstate(),
             SessionError::Upstream(e) => e.sqlstate(),
             SessionError::SetupTimeout(_) => SqlState::CONNECTION_FAILURE,
+            SessionError::TooManyConnections { .. } | SessionError::RateLimited { .. } => {
+                SqlState::TOO_MANY_CONNECTIONS
+            }
+            SessionError::Identity(e) if !e.is_caller_fault() => SqlState::UNABLE_TO_CONNECT,
             _ => SqlState::INVALID_AUTHORIZATION,
         }
     }
@@ -66,6 +83,13 @@ impl SessionError {
             SessionError::Upstream(e) if e.is_client_side() => "client",
             SessionError::Upstream(_) => "upstream",
             SessionError::SetupTimeout(_) => "setup_timeout",
+            SessionError::TooManyConnections { .. } => "max_connections",
+            SessionError::RateLimited { .. } => "rate_limited",
+            SessionError::IdentityRequired => "identity_required",
+            SessionError::Identity(e) if e.is_caller_fault() => "identity_refused",
+            SessionError::Identity(_) => "identity_unavailable",
+            SessionError::PrincipalRefused { .. } => "principal_refused",
+            SessionError::IdentityMismatch => "identity_mismatch",
         }
     }
 
@@ -109,6 +133,28 @@ impl SessionError {
             SessionError::SetupTimeout(_) => fatal(
                 "the database accepted the connection but did not finish the login in time; check its load and its logs",
             ),
+            SessionError::TooManyConnections { .. } => {
+                fatal("retry in a moment; if it persists, ask the operators to add replicas or raise limits.max_connections")
+            }
+            SessionError::RateLimited { .. } => fatal(
+                "wait a few seconds before reconnecting; a connection pool in the application avoids reconnect storms",
+            ),
+            SessionError::IdentityRequired => fatal(
+                "upgrade the rds-auth-proxy client, and keep `identity = true` on its upstream: it sends a presigned sts:GetCallerIdentity",
+            ),
+            SessionError::Identity(IdentityError::Window(_)) => fatal(CLOCK_HINT),
+            SessionError::Identity(e) if e.is_caller_fault() => fatal(
+                "check the client proxy's AWS credentials (`rds-auth-proxy doctor`); expired SSO sessions need `aws sso login`",
+            ),
+            SessionError::Identity(_) => fatal(
+                "the server proxy cannot reach STS right now; retry, and tell its operators if it persists",
+            ),
+            SessionError::PrincipalRefused { .. } => ErrorFields::fatal(self.sqlstate(), self.to_string())
+                .detail("rule: the target's `principals` list names the IAM roles and users that may reach it")
+                .hint("use an AWS profile whose role is allowed (`--profile`), or ask the operators to add your role"),
+            SessionError::IdentityMismatch => {
+                fatal("sign the token and the identity proof with the same credentials: one AWS profile per target")
+            }
         }
     }
 }

@@ -15,7 +15,8 @@ use rds_auth_discovery::{Discovery, DiscoveryReport};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{Allowlist, AuthModes, ServerConfig, TargetRule};
+use crate::metrics::Metrics;
+use crate::{Allowlist, AuthModes, Principals, ServerConfig, TargetRule};
 
 /// What discovery-driven targets accept, and how often to look.
 #[derive(Debug, Clone)]
@@ -23,8 +24,8 @@ pub struct FollowConfig {
     pub interval: Duration,
     /// The auth modes of discovered targets.
     pub modes: AuthModes,
-    /// The targets of the configuration file, which always stay.
-    pub static_rules: Vec<TargetRule>,
+    /// Who may reach discovered targets.
+    pub principals: Principals,
 }
 
 /// What a refresh changed.
@@ -41,16 +42,19 @@ fn source(account: &str, region: &str) -> String {
     format!("discovery:{account}/{region}")
 }
 
-/// Builds the next allowlist from a discovery report and the previous allowlist.
+/// Builds the next allowlist from the static targets, a discovery report and the previous
+/// allowlist. The static targets always stay, and win over a discovered one at the same
+/// endpoint.
 pub fn merge(
+    static_rules: &[TargetRule],
     previous: &Allowlist,
     report: &DiscoveryReport,
     follow: &FollowConfig,
 ) -> (Allowlist, RefreshOutcome) {
     let failed: BTreeSet<String> = report.failures.iter().map(|f| source(&f.account, &f.region)).collect();
-    let mut rules: Vec<TargetRule> = follow.static_rules.clone();
+    let mut rules: Vec<TargetRule> = static_rules.to_vec();
     let is_static =
-        |endpoint: &rds_auth_startup::Endpoint| follow.static_rules.iter().any(|r| &r.endpoint == endpoint);
+        |endpoint: &rds_auth_startup::Endpoint| static_rules.iter().any(|r| &r.endpoint == endpoint);
     let mut discovered = 0;
     for target in report.usable() {
         let Ok(endpoint) = target.endpoint() else { continue };
@@ -62,12 +66,16 @@ pub fn merge(
             endpoint,
             modes: follow.modes,
             source: source(&target.account, &target.region),
+            principals: follow.principals.clone(),
         });
     }
     // The last good set of whatever could not be listed this time.
     let mut kept = 0;
     for rule in previous.rules() {
-        if failed.contains(&rule.source) && !rules.iter().any(|r| r.endpoint == rule.endpoint) {
+        if failed.contains(&rule.source)
+            && !is_static(&rule.endpoint)
+            && !rules.iter().any(|r| r.endpoint == rule.endpoint)
+        {
             kept += 1;
             rules.push(rule.clone());
         }
@@ -90,7 +98,9 @@ pub async fn follow_discovery(
 ) {
     loop {
         let report = discovery.discover().await;
-        let (allowlist, outcome) = merge(&config.allowlist(), &report, &follow);
+        let (allowlist, outcome) = merge(&config.static_rules(), &config.allowlist(), &report, &follow);
+        let label = if report.failures.is_empty() { "ok" } else { "partial" };
+        Metrics::outcome(&config.metrics.discovery_refreshes, label);
         for failure in &report.failures {
             warn!(account = %failure.account, region = %failure.region, error = %failure.error, "discovery failed: keeping that part of the last allowlist");
         }
@@ -138,12 +148,17 @@ mod tests {
         FollowConfig {
             interval: Duration::from_secs(60),
             modes: AuthModes::IAM_ONLY,
-            static_rules: vec![TargetRule {
-                endpoint: "static.example.com:5432".parse().unwrap(),
-                modes: AuthModes::IAM_ONLY,
-                source: "static".into(),
-            }],
+            principals: Principals::ANYONE,
         }
+    }
+
+    fn statics() -> Vec<TargetRule> {
+        vec![TargetRule {
+            endpoint: "static.example.com:5432".parse().unwrap(),
+            modes: AuthModes::IAM_ONLY,
+            source: "static".into(),
+            principals: Principals::ANYONE,
+        }]
     }
 
     fn allowed(list: &Allowlist, endpoint: &str) -> bool {
@@ -159,7 +174,7 @@ mod tests {
             ],
             failures: Vec::new(),
         };
-        let (list, outcome) = merge(&Allowlist::default(), &report, &follow());
+        let (list, outcome) = merge(&statics(), &Allowlist::default(), &report, &follow());
         assert!(allowed(&list, "static.example.com:5432"));
         assert!(allowed(&list, "a.rds.example.com:5432"));
         assert!(!allowed(&list, "b.rds.example.com:5432"));
@@ -175,7 +190,7 @@ mod tests {
             ],
             failures: Vec::new(),
         };
-        let (list, _) = merge(&Allowlist::default(), &first, &follow());
+        let (list, _) = merge(&statics(), &Allowlist::default(), &first, &follow());
         // eu-west-1 fails; us-east-1 answers without `a`, which stopped matching the rules.
         let second = DiscoveryReport {
             targets: vec![found("a", "a.rds.example.com", "us-east-1", Some(Exclusion::TagRules))],
@@ -188,7 +203,7 @@ mod tests {
                 },
             }],
         };
-        let (list, outcome) = merge(&list, &second, &follow());
+        let (list, outcome) = merge(&statics(), &list, &second, &follow());
         assert!(allowed(&list, "e.rds.example.com:5432"), "the failed region's targets stay");
         assert!(!allowed(&list, "a.rds.example.com:5432"), "a target that no longer matches goes");
         assert_eq!(outcome.kept_from_failed, 1);

@@ -6,7 +6,9 @@
 //!   (the IAM token or a static password). They are the Go predecessor's names, so a mixed
 //!   deployment keeps working while a team migrates. Both are undotted on purpose: PostgreSQL
 //!   silently stores an unknown dotted name as a session setting, but refuses an undotted one,
-//!   so a stripping bug fails loudly instead of parking a token in `current_setting()`;
+//!   so a stripping bug fails loudly instead of parking a token in `current_setting()`; and
+//!   `aws_identity`, the caller's presigned `sts:GetCallerIdentity` query, which only this
+//!   project's client proxy sends;
 //! - the rules for what a client may send: `user` is required, reserved names and duplicates
 //!   are refused, and so are replication connections;
 //! - protocol-version negotiation: which version a session runs at, which `_pq_.` options are
@@ -33,8 +35,10 @@ pub use crate::secret::Secret;
 pub const TARGET_PARAM: &[u8] = b"host";
 /// The parameter that carries the IAM token or the static password.
 pub const CREDENTIAL_PARAM: &[u8] = b"password";
+/// The parameter that carries the caller's identity proof.
+pub const IDENTITY_PARAM: &[u8] = b"aws_identity";
 /// Names a client may not send, because the proxies own them.
-pub const RESERVED_PARAMS: [&[u8]; 2] = [TARGET_PARAM, CREDENTIAL_PARAM];
+pub const RESERVED_PARAMS: [&[u8]; 3] = [TARGET_PARAM, CREDENTIAL_PARAM, IDENTITY_PARAM];
 
 /// What the client proxy adds to a client's startup parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub struct Injection {
     pub target: Endpoint,
     /// The token or password; `None` in passthrough mode, where the client authenticates itself.
     pub credential: Option<Secret>,
+    /// A presigned `sts:GetCallerIdentity` query proving who the caller is.
+    pub identity: Option<Secret>,
 }
 
 /// The startup user, which every session must name. PostgreSQL refuses a startup without one
@@ -82,6 +88,10 @@ pub fn inject(params: &Params, injection: &Injection) -> Result<Params, StartupE
         out.push(CREDENTIAL_PARAM, credential.expose_bytes().clone())
             .map_err(|_| StartupError::InvalidCredential)?;
     }
+    if let Some(identity) = &injection.identity {
+        out.push(IDENTITY_PARAM, identity.expose_bytes().clone())
+            .map_err(|_| StartupError::InvalidCredential)?;
+    }
     Ok(out)
 }
 
@@ -99,6 +109,7 @@ pub fn extract(mut params: Params) -> Result<(Params, Injection), StartupError> 
     if credential.as_ref().is_some_and(|c| c.expose_bytes().is_empty()) {
         return Err(StartupError::InvalidCredential);
     }
+    let identity = params.remove(IDENTITY_PARAM).pop().map(Secret::new);
     let mut seen: Vec<&Bytes> = Vec::with_capacity(params.len());
     for name in params.names() {
         if seen.contains(&name) {
@@ -110,7 +121,7 @@ pub fn extract(mut params: Params) -> Result<(Params, Injection), StartupError> 
         return Err(StartupError::Replication);
     }
     user(&params)?;
-    Ok((params, Injection { target, credential }))
+    Ok((params, Injection { target, credential, identity }))
 }
 
 /// Whether a `replication` value asks for a replication connection. PostgreSQL accepts the

@@ -18,6 +18,7 @@ fn injection() -> Injection {
     Injection {
         target: Endpoint::parse(b"db.example.com:5432").unwrap(),
         credential: Some(Secret::new(&b"token-value"[..])),
+        identity: None,
     }
 }
 
@@ -135,8 +136,10 @@ proptest! {
         p in client_params(),
         target in endpoint(),
         credential in proptest::option::of(vec(1u8..=255, 1..2000)),
+        identity in proptest::option::of(vec(1u8..=255, 1..2000)),
     ) {
-        let injection = Injection { target, credential: credential.map(Secret::new) };
+        let injection =
+            Injection { target, credential: credential.map(Secret::new), identity: identity.map(Secret::new) };
         let (back, extracted) = extract(inject(&p, &injection).unwrap()).unwrap();
         prop_assert_eq!(back, p);
         prop_assert_eq!(extracted, injection);

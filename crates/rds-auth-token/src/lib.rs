@@ -9,6 +9,9 @@
 //!   panics on a space;
 //! - [`TokenCache`]: reuse of a token while it has life left, which keeps an IDE's burst of
 //!   connections under RDS's limit of about 200 new IAM connections per second;
+//! - [`presign_identity`]: a presigned `sts:GetCallerIdentity` query, the client proxy's
+//!   proof of its IAM identity, and [`parse_proof`], the server proxy's strict reading of one
+//!   before it asks STS;
 //! - [`parse`]: reading a token's endpoint, user, time window and access key id, for the server
 //!   proxy's sanity checks and audit lines. It never verifies a signature.
 //!
@@ -17,6 +20,7 @@
 
 mod cache;
 mod error;
+mod identity;
 mod parse;
 mod sign;
 
@@ -24,5 +28,8 @@ pub use aws_credential_types::Credentials;
 
 pub use crate::cache::{CacheKey, TokenCache};
 pub use crate::error::TokenError;
+pub use crate::identity::{
+    IdentityProof, PROOF_LIFETIME, ProofInfo, parse_proof, presign_identity, sts_host,
+};
 pub use crate::parse::{TokenInfo, WindowError, parse};
 pub use crate::sign::{AuthToken, TOKEN_LIFETIME, TokenRequest, generate};

@@ -10,7 +10,7 @@ use crate::TokenError;
 /// anything far larger is not a token.
 const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// The longest validity SigV4 allows a presigned URL.
-const MAX_EXPIRES: u64 = 7 * 24 * 3600;
+pub(crate) const MAX_EXPIRES: u64 = 7 * 24 * 3600;
 
 /// What a token says about itself. None of it is trusted: the database verifies the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +41,28 @@ impl TokenInfo {
 
     /// Checks that `now` lies within the token's window, allowing `skew` either way.
     pub fn check_window(&self, now: SystemTime, skew: Duration) -> Result<(), WindowError> {
-        if let Ok(ahead) = self.signed_at.duration_since(now)
-            && ahead > skew
-        {
-            return Err(WindowError::NotYetValid { ahead });
-        }
-        if let Ok(ago) = now.duration_since(self.expires_at())
-            && ago > skew
-        {
-            return Err(WindowError::Expired { ago });
-        }
-        Ok(())
+        check_window(self.signed_at, self.expires_at(), now, skew)
     }
+}
+
+/// Checks that `now` lies within `signed_at..expires_at`, allowing `skew` either way.
+pub(crate) fn check_window(
+    signed_at: SystemTime,
+    expires_at: SystemTime,
+    now: SystemTime,
+    skew: Duration,
+) -> Result<(), WindowError> {
+    if let Ok(ahead) = signed_at.duration_since(now)
+        && ahead > skew
+    {
+        return Err(WindowError::NotYetValid { ahead });
+    }
+    if let Ok(ago) = now.duration_since(expires_at)
+        && ago > skew
+    {
+        return Err(WindowError::Expired { ago });
+    }
+    Ok(())
 }
 
 /// Reads a token of the form `<host>:<port>/?Action=connect&DBUser=…&X-Amz-…`.
@@ -138,7 +148,7 @@ pub fn parse(token: &str) -> Result<TokenInfo, TokenError> {
 }
 
 /// `YYYYMMDDTHHMMSSZ`.
-fn parse_amz_date(text: &str) -> Result<SystemTime, TokenError> {
+pub(crate) fn parse_amz_date(text: &str) -> Result<SystemTime, TokenError> {
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
     let parsed =
         PrimitiveDateTime::parse(text, format).map_err(|_| TokenError::Malformed("bad X-Amz-Date"))?;

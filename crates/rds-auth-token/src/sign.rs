@@ -74,20 +74,36 @@ pub fn generate(
     request: &TokenRequest<'_>,
     now: SystemTime,
 ) -> Result<AuthToken, TokenError> {
-    let host_port = format!("{}:{}", request.host, request.port);
-    let mut url = format!(
-        "https://{host_port}/?Action=connect&DBUser={}",
+    let url = format!(
+        "https://{}:{}/?Action=connect&DBUser={}",
+        request.host,
+        request.port,
         utf8_percent_encode(request.user, QUERY_VALUE)
     );
+    let mut url = presign(credentials, url, SERVICE, request.region, TOKEN_LIFETIME, now)?;
+    let text = url.split_off("https://".len());
+    Ok(AuthToken { text, signed_at: now })
+}
 
+/// Presigns `GET url` for `service` in `region` with SigV4 in the query string, as of `now`,
+/// valid for `expires_in`, and returns the URL with the signing parameters appended in
+/// botocore's order and the signature last.
+pub(crate) fn presign(
+    credentials: &Credentials,
+    mut url: String,
+    service: &str,
+    region: &str,
+    expires_in: Duration,
+    now: SystemTime,
+) -> Result<String, TokenError> {
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(TOKEN_LIFETIME);
+    settings.expires_in = Some(expires_in);
     let identity: Identity = credentials.clone().into();
     let params: SigningParams<'_> = v4::SigningParams::builder()
         .identity(&identity)
-        .region(request.region)
-        .name(SERVICE)
+        .region(region)
+        .name(service)
         .time(now)
         .settings(settings)
         .build()
@@ -108,9 +124,7 @@ pub fn generate(
     }
     let signature = signature.ok_or(TokenError::Signing("no signature was produced".into()))?;
     append_param(&mut url, SIGNATURE_PARAM, signature);
-
-    let text = url.split_off("https://".len());
-    Ok(AuthToken { text, signed_at: now })
+    Ok(url)
 }
 
 fn append_param(url: &mut String, name: &str, value: &str) {

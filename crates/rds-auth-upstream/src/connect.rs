@@ -40,6 +40,8 @@ pub struct Connected {
     pub peer: SocketAddr,
     /// The `tls-server-end-point` channel-binding data of the database's certificate.
     pub channel_binding: Option<Vec<u8>>,
+    /// How long the TCP connect and the TLS handshake took, DNS excluded.
+    pub connect_time: std::time::Duration,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -50,6 +52,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 #[instrument(level = "debug", skip_all, fields(upstream.endpoint = %endpoint))]
 pub async fn connect(endpoint: &Endpoint, config: &UpstreamConfig) -> Result<Connected, UpstreamError> {
     let addrs = config.resolver.resolve(endpoint).await?;
+    let started = std::time::Instant::now();
     let (tcp, peer) = connect_tcp(&addrs, config).await?;
     let _ = socket::tune(&tcp);
     let stream = start_tls(tcp, endpoint, &config.tls).await?;
@@ -58,7 +61,7 @@ pub async fn connect(endpoint: &Endpoint, config: &UpstreamConfig) -> Result<Con
         .and_then(|certs| certs.first())
         .map(|cert| tls_server_end_point(cert.as_ref()));
     debug!(upstream.addr = %peer, tls = stream.tls_version().unwrap_or("?"), "connected to the database");
-    Ok(Connected { stream: PgStream::new(stream), peer, channel_binding })
+    Ok(Connected { stream: PgStream::new(stream), peer, channel_binding, connect_time: started.elapsed() })
 }
 
 async fn connect_tcp(

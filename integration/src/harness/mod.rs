@@ -11,6 +11,8 @@
 //! - [`pg`]: tokio-postgres over rustls, with channel binding, for clients that must verify the
 //!   server as libpq's `verify-full` does;
 //! - [`Psql`]: the real `psql`, for checks that should not depend on our own client code;
+//! - [`host_server`]: the server proxy as a host process, for health, metrics, signals and
+//!   resource checks;
 //! - [`built_binary`]: the workspace binaries the last cargo build left.
 //!
 //! Docker rules: every container and network carries [`TEST_LABEL`], so `cargo xtask test`
@@ -22,6 +24,7 @@
 mod container;
 mod docker;
 mod error;
+pub mod host_server;
 pub mod moto;
 mod paths;
 pub mod pg;

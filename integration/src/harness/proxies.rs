@@ -233,6 +233,11 @@ fn server_config(options: &ServerOptions) -> String {
         let _ =
             writeln!(toml, "[[targets]]\nendpoint = \"{}\"\nauth = [{}]\n", target.endpoint, auth.join(", "));
     }
+    // Identity proofs go to STS, which tests never reach: only a test that brings its own STS
+    // (moto) turns verification on.
+    if !options.extra_toml.contains("[identity]") {
+        toml.push_str("[identity]\nverify = false\n\n");
+    }
     toml.push_str(&options.extra_toml);
     toml
 }
@@ -281,11 +286,18 @@ impl RoundRobin {
             let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
             let mut next = 0usize;
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let backend = backends[next % backends.len()];
+                let first = next;
                 next += 1;
+                let backends = backends.clone();
                 tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    // A backend that refuses the connection is skipped, as a load balancer's
+                    // failed health check would take it out.
+                    for i in 0..backends.len() {
+                        let backend = backends[(first + i) % backends.len()];
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
                     }
                 });
             }
@@ -372,23 +384,32 @@ pub struct ClientOptions {
     pub extra_toml: String,
     /// More environment variables for the process.
     pub env: Vec<(String, String)>,
+    /// Runs the proxy under `prlimit --nofile=SOFT:HARD`, the limits a user's shell gives.
+    pub nofile: Option<(u64, u64)>,
 }
 
 impl ClientOptions {
     /// Targets through `topology`'s server proxy, as alice, with the stand-in's static keys.
     pub fn new(topology: &Topology, targets: Vec<ClientTarget>) -> ClientOptions {
+        ClientOptions::to_server(&topology.pki, topology.server.addr(), targets)
+    }
+
+    /// Targets through the server proxy at `server_addr`, which `pki` certified, as alice,
+    /// with the stand-in's static keys.
+    pub fn to_server(pki: &ProxyPki, server_addr: SocketAddr, targets: Vec<ClientTarget>) -> ClientOptions {
         ClientOptions {
             targets,
             credentials: ClientCredentials::StandIn(Signer::Static),
-            identity: Some(topology.pki.alice.clone()),
-            server_ca: topology.pki.pki.ca_pem_path().to_owned(),
-            server_addr: topology.server.addr(),
+            identity: Some(pki.alice.clone()),
+            server_ca: pki.pki.ca_pem_path().to_owned(),
+            server_addr,
             server_name: SERVER_NAME.to_owned(),
             local_tls: false,
             log_level: "debug".to_owned(),
             upstream_toml: None,
             extra_toml: String::new(),
             env: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -420,7 +441,14 @@ impl ClientProxy {
         let stderr_path = dir.join("stderr.log");
         let stderr =
             std::fs::File::create(&stderr_path).map_err(HarnessError::io("cannot create the log file"))?;
-        let mut command = Command::new(built_binary("rds-auth-proxy")?);
+        let mut command = match options.nofile {
+            Some((soft, hard)) => {
+                let mut command = Command::new("prlimit");
+                command.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(built_binary("rds-auth-proxy")?);
+                command
+            }
+            None => Command::new(built_binary("rds-auth-proxy")?),
+        };
         command.env_clear();
         for (name, value) in client_environment(standin, options, &dir)? {
             command.env(name, value);
@@ -681,6 +709,27 @@ pub struct InProcessOptions {
         rds_auth_discovery::ProfileFiles,
         rds_auth_server::FollowConfig,
     )>,
+    /// Verifies identity proofs, against moto's STS in tests.
+    pub identity: Option<rds_auth_server::IdentityConfig>,
+    pub limits: rds_auth_server::LimitsConfig,
+}
+
+impl InProcessOptions {
+    /// Serves `targets`, which name databases through `resolve` and are verified with `db_ca`.
+    pub fn new(
+        targets: Vec<rds_auth_server::TargetRule>,
+        resolve: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
+        db_ca: PathBuf,
+    ) -> InProcessOptions {
+        InProcessOptions {
+            targets,
+            resolve,
+            db_ca,
+            discovery: None,
+            identity: None,
+            limits: rds_auth_server::LimitsConfig::DEFAULT,
+        }
+    }
 }
 
 impl InProcessServer {
@@ -696,31 +745,36 @@ impl InProcessServer {
             tls::load_roots(&options.db_ca).map_err(|e| HarnessError::Docker(format!("database CA: {e}")))?;
         let upstream_tls = tls::client_config(db_roots, None, &[], false)
             .map_err(|e| HarnessError::Docker(e.to_string()))?;
-        let config = std::sync::Arc::new(rds_auth_server::ServerConfig {
-            tls: Some(tls_config),
-            require_client_cert: true,
-            allowlist: std::sync::RwLock::new(std::sync::Arc::new(rds_auth_server::Allowlist::new(
-                options.targets,
-            ))),
-            upstream: rds_auth_upstream::UpstreamConfig {
-                tls: upstream_tls,
-                resolver: rds_auth_upstream::Resolver::new(options.resolve),
-                connect_timeout: Duration::from_secs(2),
-                connect_attempts: 2,
-                auth_timeout: Duration::from_secs(30),
-            },
-            startup_timeout: Duration::from_secs(15),
-            handshake_timeout: Duration::from_secs(60),
-            max_startup_len: 32 * 1024,
-            token_clock_skew: Duration::from_secs(300),
-            relay: rds_auth_io::relay::RelayConfig::default(),
-            drain_timeout: Duration::from_secs(1),
-            cancel: rds_auth_server::CancelState::new(
-                rds_auth_server::CancelKeys::random(),
-                std::num::NonZeroU32::MIN.saturating_add(9),
-                std::num::NonZeroU32::MIN.saturating_add(19),
-            ),
-        });
+        let config =
+            std::sync::Arc::new(rds_auth_server::ServerConfig::new(rds_auth_server::ServerSettings {
+                tls: Some(tls_config),
+                require_client_cert: true,
+                targets: options.targets,
+                upstream: rds_auth_upstream::UpstreamConfig {
+                    tls: upstream_tls,
+                    resolver: rds_auth_upstream::Resolver::new(options.resolve),
+                    connect_timeout: Duration::from_secs(2),
+                    connect_attempts: 2,
+                    auth_timeout: Duration::from_secs(30),
+                },
+                startup_timeout: Duration::from_secs(15),
+                handshake_timeout: Duration::from_secs(60),
+                max_startup_len: 32 * 1024,
+                token_clock_skew: Duration::from_secs(300),
+                relay: rds_auth_io::relay::RelayConfig::default(),
+                shutdown: rds_auth_server::ShutdownConfig {
+                    min_delay: Duration::ZERO,
+                    max_delay: Duration::from_secs(1),
+                },
+                proxy_protocol: false,
+                limits: options.limits,
+                cancel: rds_auth_server::CancelState::new(
+                    rds_auth_server::CancelKeys::random(),
+                    std::num::NonZeroU32::MIN.saturating_add(9),
+                    std::num::NonZeroU32::MIN.saturating_add(19),
+                ),
+                identity: options.identity.map(rds_auth_server::IdentityVerifier::new),
+            }));
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(HarnessError::io("cannot bind"))?;
         let addr = listener.local_addr().map_err(HarnessError::io("no address"))?;
@@ -747,6 +801,11 @@ impl InProcessServer {
     /// The allowlist as it is now.
     pub fn allowlist(&self) -> std::sync::Arc<rds_auth_server::Allowlist> {
         self.config.allowlist()
+    }
+
+    /// The metrics exposition as it is now.
+    pub fn metrics(&self) -> String {
+        self.config.metrics.encode()
     }
 }
 

@@ -12,7 +12,7 @@ use rds_auth_integration::harness::proxies::{
     ClientCredentials, ClientOptions, ClientProxy, ClientTarget, InProcessOptions, InProcessServer, ProxyPki,
 };
 use rds_auth_integration::harness::{Listener, Psql, StandIn, StandInOptions, scratch_dir};
-use rds_auth_server::{AuthModes, FollowConfig};
+use rds_auth_server::{AuthModes, FollowConfig, Principals};
 
 use crate::support::topology;
 
@@ -173,15 +173,17 @@ async fn discovered_path(name: &str) -> DiscoveredPath {
     let follow = FollowConfig {
         interval: Duration::from_millis(500),
         modes: AuthModes::IAM_ONLY,
-        static_rules: Vec::new(),
+        principals: Principals::ANYONE,
     };
     let server = InProcessServer::start(
         &pki,
         InProcessOptions {
-            targets: Vec::new(),
-            resolve: HashMap::from([(host.clone(), vec![standin.network_ip().unwrap()])]),
-            db_ca: standin.ca_pem_path().to_owned(),
             discovery: Some((discovery, files, follow)),
+            ..InProcessOptions::new(
+                Vec::new(),
+                HashMap::from([(host.clone(), vec![standin.network_ip().unwrap()])]),
+                standin.ca_pem_path().to_owned(),
+            )
         },
     )
     .await
@@ -190,22 +192,13 @@ async fn discovered_path(name: &str) -> DiscoveredPath {
 }
 
 fn client_to(path: &DiscoveredPath) -> ClientOptions {
-    ClientOptions {
-        targets: Vec::new(),
-        credentials: ClientCredentials::StandIn(rds_auth_integration::harness::Signer::Static),
-        identity: Some(path.pki.alice.clone()),
-        server_ca: path.pki.pki.ca_pem_path().to_owned(),
-        server_addr: path.server.addr(),
-        server_name: "proxy.test".into(),
-        local_tls: false,
-        log_level: "debug".into(),
-        upstream_toml: None,
-        extra_toml: format!(
-            "[aws]\nregions = [\"us-east-1\"]\n\n[discovery]\nendpoint_url = \"{}\"\nallow_tags = [\"rds-auth-proxy=enabled\"]\n",
-            path.moto.endpoint_url()
-        ),
-        env: Vec::new(),
-    }
+    let mut options = ClientOptions::to_server(&path.pki, path.server.addr(), Vec::new());
+    options.credentials = ClientCredentials::StandIn(rds_auth_integration::harness::Signer::Static);
+    options.extra_toml = format!(
+        "[aws]\nregions = [\"us-east-1\"]\n\n[discovery]\nendpoint_url = \"{}\"\nallow_tags = [\"rds-auth-proxy=enabled\"]\n",
+        path.moto.endpoint_url()
+    );
+    options
 }
 
 async fn wait_allowed(server: &InProcessServer, host: &str, allowed: bool) {

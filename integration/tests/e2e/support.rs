@@ -160,3 +160,7 @@ pub(crate) async fn wait_running(
     }
     panic!("{query:?} {} within 20 s", if present { "never started" } else { "still runs" });
 }
+
+/// Held by the tests that load the machine (hundreds of sessions, a slowloris), so they never
+/// run at the same time and each measures alone.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
