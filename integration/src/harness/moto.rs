@@ -9,7 +9,9 @@
 //! moto 5.2 does not implement DescribeDBClusterEndpoints or CreateDBClusterEndpoint, so the
 //! server is started through [`LAUNCHER`], which adds both (with the API's filters) and the
 //! `CustomEndpoints` field of DescribeDBClusters before running moto's own `moto_server` entry
-//! point. Everything else is moto as released.
+//! point. It also routes presigned STS requests (query-string SigV4, the server proxy's identity
+//! check) to moto's STS, where moto 5.2 would send them to S3. Everything else is moto as
+//! released.
 //!
 //! Accounts: requests signed with the fixed test key land in moto's default account
 //! [`DEFAULT_ACCOUNT_ID`]; credentials from STS AssumeRole of `arn:aws:iam::<id>:role/<name>`
@@ -144,6 +146,29 @@ def describe_db_cluster_endpoints(self):
 DBCluster.custom_endpoints = property(_cluster_custom_endpoints)
 RDSResponse.create_db_cluster_endpoint = create_db_cluster_endpoint
 RDSResponse.describe_db_cluster_endpoints = describe_db_cluster_endpoints
+
+# moto routes a request without an Authorization header by its Host, and falls back to S3 for
+# 127.0.0.1. A presigned sts:GetCallerIdentity (the identity proof the server proxy replays)
+# carries its credential scope in the query string instead, so route it by that scope, as
+# moto already does for a header-signed request.
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+
+_infer = DomainDispatcherApplication.infer_service_region_host
+
+
+def _infer_presigned(self, environ, path):
+    query = environ.get("QUERY_STRING", "")
+    if not environ.get("HTTP_AUTHORIZATION") and "X-Amz-Credential=" in query:
+        from urllib.parse import parse_qs
+
+        scope = parse_qs(query).get("X-Amz-Credential", [""])[0].split("/")
+        if len(scope) == 5 and scope[3] == "sts":
+            return f"sts.{scope[2]}.amazonaws.com"
+    return _infer(self, environ, path)
+
+
+DomainDispatcherApplication.infer_service_region_host = _infer_presigned
+
 
 def _exit_with_parent():
     # stdin is a pipe from the test process: when it closes, even after a SIGKILL, so does moto.

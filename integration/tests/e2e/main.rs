@@ -15,7 +15,15 @@
 //!   GSSENCRequest);
 //! - `cancel`: query cancel from psql, tokio-postgres, psycopg and asyncpg, across two
 //!   server-proxy replicas, with stale, forged and foreign keys dropped;
+//! - `hostile`: a corpus of broken startups sent to both proxies, each answered with its
+//!   SQLSTATE or closed, and a scripted list of open-relay attempts, each refused before a
+//!   socket opens;
 //! - `secrets`: a full session at TRACE level leaves no token or password in any log;
+//! - `operations`: the server proxy as a host process: health endpoints, metrics, audit
+//!   lines, SIGTERM and SIGHUP, connection limits, PROXY protocol, identities from STS;
+//! - `reliability`: 500 sessions of pgbench for a minute, 1 000 sessions under a laptop's
+//!   open-file limits, a slowloris of 1 000, a backend or a replica killed mid-session, an
+//!   unreachable database, a database refusing TLS, and a rolling restart under load;
 //! - `discovery`: RDS discovery against moto (no Docker; moto from `target/e2e-venv`) across two
 //!   accounts and two regions, with tag rules, pagination, cluster endpoints and failures.
 
@@ -26,10 +34,13 @@ mod cancel;
 mod discovered;
 mod discovery;
 mod harness;
+mod hostile;
 mod laptop;
+mod operations;
 mod protocol;
 mod proxies;
 mod refusals;
+mod reliability;
 mod secrets;
 mod standin;
 mod support;
