@@ -187,3 +187,64 @@ async fn silent_peer_is_closed_quietly() {
     drop(client);
     assert!(matches!(task.await.unwrap(), Accepted::Close(CloseReason::PeerLeft)));
 }
+
+/// The negotiation on arbitrary bytes, as the `handshake` fuzz target runs it
+/// (integration/fuzz): once the client's bytes run out, it ends in a startup, a cancel, a
+/// refusal or a close, and never panics. Encryption requests in the mix get `N`; the seeds
+/// start with the requests so that the later states are reached too.
+fn hostile_handshake(bytes: &[u8]) -> Accepted<DuplexStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    runtime.block_on(async {
+        let (mut client, server) = duplex(1 << 16);
+        let send = async {
+            let _ = client.write_all(bytes).await;
+            let _ = client.shutdown().await;
+        };
+        let policy = policy(None);
+        let ((), accepted) =
+            tokio::join!(send, tokio::time::timeout(Duration::from_secs(5), accept(server, &policy)));
+        accepted.expect("the negotiation ended once the bytes ran out")
+    })
+}
+
+mod hostile {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SSL: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 47];
+    const GSS: [u8; 8] = [0, 0, 0, 8, 4, 210, 22, 48];
+
+    fn prefix() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(Vec::new()),
+            Just(SSL.to_vec()),
+            Just(GSS.to_vec()),
+            Just([GSS, SSL].concat()),
+            Just(startup_bytes().to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn hostile_bytes_end_the_negotiation(head in prefix(), tail in vec(any::<u8>(), 0..600)) {
+            let _ = hostile_handshake(&[head, tail].concat());
+        }
+
+        #[test]
+        fn any_cut_of_a_good_startup_is_closed_in_silence_or_accepted(cut in 0usize..64) {
+            let good = startup_bytes();
+            let cut = cut.min(good.len());
+            let accepted = hostile_handshake(&good[..cut]);
+            if cut == good.len() {
+                prop_assert!(is_startup(&accepted, false));
+            } else {
+                // Nothing at all is a peer that left; part of a packet, a close mid-message.
+                prop_assert!(matches!(accepted, Accepted::Close(_)), "{accepted:?}");
+            }
+        }
+    }
+}
