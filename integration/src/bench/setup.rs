@@ -367,6 +367,9 @@ pub async fn start_proxies(
     let dir = work.join(name);
     std::fs::create_dir_all(&dir)?;
     let server_port = free_port()?;
+    // No STS can be reached here, so the server does not verify identity proofs (the client
+    // still signs them); the rate limit is raised for the burst and the idle sessions.
+    let health_port = free_port()?;
     let endpoint = standin.endpoint(Listener::Pam);
     let server_toml = format!(
         "[listen]\n\
@@ -378,7 +381,14 @@ pub async fn start_proxies(
          ca_file = \"{db_ca}\"\n\
          resolve = {{ \"{alias}\" = [\"{pg_ip}\"] }}\n\n\
          [limits]\n\
-         drain_timeout = \"1s\"\n\n\
+         per_caller_per_second = 100000\n\
+         per_caller_burst = 100000\n\n\
+         [shutdown]\n\
+         max_delay = \"1s\"\n\n\
+         [identity]\n\
+         verify = false\n\n\
+         [health]\n\
+         address = \"127.0.0.1:{health_port}\"\n\n\
          [log]\n\
          level = \"info\"\n\n\
          [[targets]]\n\
