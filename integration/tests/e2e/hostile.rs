@@ -10,10 +10,10 @@ use rds_auth_integration::harness::host_server::{HostServer, HostServerOptions};
 use rds_auth_integration::harness::proxies::{
     AllowedTarget, ClientOptions, ClientProxy, ClientTarget, ProxyPki,
 };
-use rds_auth_integration::harness::{CertFiles, Listener, StandIn};
+use rds_auth_integration::harness::{Listener, StandIn};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::support::standin;
+use crate::support::{standin, tls_to};
 
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f];
 const GSS_REQUEST: [u8; 8] = [0, 0, 0, 8, 4, 0xd2, 0x16, 0x30];
@@ -204,25 +204,6 @@ fn server_options(standin: &StandIn) -> HostServerOptions {
     ]);
     options.extra_toml = "[limits]\nstartup_timeout = \"2s\"\n".into();
     options
-}
-
-/// Direct TLS with ALPN to a host server proxy, as `identity`.
-async fn tls_to(
-    server: &HostServer,
-    pki: &ProxyPki,
-    identity: &CertFiles,
-) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let identity = rds_auth_io::tls::Identity::load(&identity.cert, &identity.key).unwrap();
-    let config = rds_auth_io::tls::client_config(
-        pki.pki.roots().unwrap(),
-        Some(identity),
-        &[rds_auth_io::tls::ALPN_POSTGRESQL],
-        true,
-    )
-    .unwrap();
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(server.server_name()).unwrap();
-    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap()
 }
 
 #[tokio::test]

@@ -208,17 +208,7 @@ fn pem_der(pem: &[u8]) -> Vec<u8> {
 
 /// The certificate the server proxy presents now.
 async fn served_certificate(server: &HostServer, pki: &ProxyPki) -> Vec<u8> {
-    let identity = rds_auth_io::tls::Identity::load(&pki.alice.cert, &pki.alice.key).unwrap();
-    let config = rds_auth_io::tls::client_config(
-        pki.pki.roots().unwrap(),
-        Some(identity),
-        &[rds_auth_io::tls::ALPN_POSTGRESQL],
-        true,
-    )
-    .unwrap();
-    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(server.server_name()).unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let tls = crate::support::tls_to(server, pki, &pki.alice).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 

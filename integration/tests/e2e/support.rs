@@ -1,10 +1,13 @@
-//! Helpers shared by the test modules: connecting to the stand-in and checking refusals.
+//! Helpers shared by the test modules: connecting to the stand-in and to a host server proxy,
+//! and checking refusals.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rds_auth_integration::harness::host_server::HostServer;
 use rds_auth_integration::harness::pg::{PgConnectError, TlsConnector, connect};
-use rds_auth_integration::harness::{Listener, StandIn};
+use rds_auth_integration::harness::proxies::ProxyPki;
+use rds_auth_integration::harness::{CertFiles, Listener, StandIn};
 use tokio_postgres::error::SqlState;
 
 /// How long a verdict may take to reach the container log.
@@ -164,3 +167,22 @@ pub(crate) async fn wait_running(
 /// Held by the tests that load the machine (hundreds of sessions, a slowloris), so they never
 /// run at the same time and each measures alone.
 pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Direct TLS with ALPN to a host server proxy, as `identity`.
+pub(crate) async fn tls_to(
+    server: &HostServer,
+    pki: &ProxyPki,
+    identity: &CertFiles,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let identity = rds_auth_io::tls::Identity::load(&identity.cert, &identity.key).unwrap();
+    let config = rds_auth_io::tls::client_config(
+        pki.pki.roots().unwrap(),
+        Some(identity),
+        &[rds_auth_io::tls::ALPN_POSTGRESQL],
+        true,
+    )
+    .unwrap();
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server.server_name()).unwrap();
+    tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.unwrap()
+}
