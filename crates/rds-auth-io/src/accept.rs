@@ -52,6 +52,9 @@ pub enum Accepted<S> {
 pub enum CloseReason {
     /// The peer left before sending a startup packet (health checks and port scans do).
     PeerLeft,
+    /// The peer completed TLS and closed it cleanly without a startup packet: a client
+    /// proxy's warm connection that no session needed.
+    Unused,
     /// The TLS handshake failed: a bad or missing client certificate, an unknown CA, a
     /// protocol mismatch.
     Tls(io::Error),
@@ -70,6 +73,7 @@ impl CloseReason {
     pub fn label(&self) -> &'static str {
         match self {
             CloseReason::PeerLeft => "peer_left",
+            CloseReason::Unused => "unused",
             CloseReason::Tls(_) => "tls_handshake",
             CloseReason::DirectTlsRefused => "direct_tls_refused",
             CloseReason::RepeatedRequest => "repeated_request",
@@ -106,6 +110,7 @@ where
     loop {
         let packet = match stream.read_startup(policy.max_startup_len).await {
             Ok(Some(packet)) => packet,
+            Ok(None) if stream.get_ref().is_tls() => return Accepted::Close(CloseReason::Unused),
             Ok(None) => return Accepted::Close(CloseReason::PeerLeft),
             // A cancel is never answered, even a malformed one.
             Err(IoError::Wire(WireError::BadCancelRequest)) => {

@@ -1,9 +1,11 @@
-//! Connection limits: a cap on open connections, and a rate limit per caller.
+//! Connection limits: a cap on sessions, and a rate limit per caller.
 //!
-//! Over the cap, a connection still gets its startup handled so the client sees FATAL 53300
-//! rather than a reset, but only a few of those at a time: beyond [`ConnectionGate::slack`]
-//! connections over the cap, the socket is closed at once, so a flood cannot buy unbounded
-//! TLS handshakes.
+//! The cap counts sessions, from their StartupMessage to their close, and is checked when the
+//! StartupMessage arrives: a client proxy's warm connection, handshaked ahead of time, takes a
+//! place only once a session uses it. Over the cap, the client sees FATAL 53300 rather than a
+//! reset. Connections that have not sent a startup yet are bounded apart: beyond
+//! [`ConnectionGate::slack`] of them over the cap, a new socket is closed at once, so a flood
+//! cannot buy unbounded TLS handshakes.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -14,8 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 /// The connection limits of a server proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct LimitsConfig {
-    /// Open connections (sessions, handshakes and cancels) above which new sessions are
-    /// refused with FATAL 53300.
+    /// Sessions above which new ones are refused with FATAL 53300.
     pub max_connections: usize,
     /// New sessions per second per caller, and the burst above that.
     pub per_caller_per_second: NonZeroU32,
@@ -32,29 +33,19 @@ impl LimitsConfig {
     };
 }
 
-/// Counts open connections.
+/// Counts open connections, and the sessions among them.
 #[derive(Debug)]
 pub(crate) struct ConnectionGate {
     open: Arc<AtomicUsize>,
+    sessions: Arc<AtomicUsize>,
     max: usize,
 }
 
-/// What a new connection may do.
+/// One open connection or session; dropping it frees its place.
 #[derive(Debug)]
-pub(crate) enum Admission {
-    /// Within the cap.
-    Admitted(OpenConnection),
-    /// Over the cap: answer the startup with FATAL 53300.
-    Refuse(OpenConnection),
-    /// Far over the cap: close the socket without a word.
-    Drop,
-}
+pub(crate) struct Place(Arc<AtomicUsize>);
 
-/// One open connection; dropping it frees its place.
-#[derive(Debug)]
-pub(crate) struct OpenConnection(Arc<AtomicUsize>);
-
-impl Drop for OpenConnection {
+impl Drop for Place {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -62,30 +53,39 @@ impl Drop for OpenConnection {
 
 impl ConnectionGate {
     pub(crate) fn new(max: usize) -> ConnectionGate {
-        ConnectionGate { open: Arc::new(AtomicUsize::new(0)), max }
+        ConnectionGate { open: Arc::new(AtomicUsize::new(0)), sessions: Arc::new(AtomicUsize::new(0)), max }
     }
 
-    /// Connections over the cap that are still answered with an error.
+    /// Connections beyond the cap that may still wait for their startup.
     fn slack(&self) -> usize {
         (self.max / 16).clamp(8, 256)
     }
 
-    pub(crate) fn admit(&self) -> Admission {
-        let before = self.open.fetch_add(1, Ordering::SeqCst);
-        let connection = OpenConnection(self.open.clone());
-        if before < self.max {
-            Admission::Admitted(connection)
-        } else if before < self.max + self.slack() {
-            Admission::Refuse(connection)
-        } else {
-            drop(connection);
-            Admission::Drop
-        }
+    /// A new connection's place, or `None` when it should be closed without a word: far more
+    /// connections are open than sessions may be.
+    pub(crate) fn admit(&self) -> Option<Place> {
+        take_place(&self.open, self.max + self.slack())
+    }
+
+    /// A place for a session whose StartupMessage just arrived, or `None`: answer FATAL 53300.
+    pub(crate) fn admit_session(&self) -> Option<Place> {
+        take_place(&self.sessions, self.max)
     }
 
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
     }
+
+    #[cfg(test)]
+    fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::SeqCst)
+    }
+}
+
+fn take_place(count: &Arc<AtomicUsize>, max: usize) -> Option<Place> {
+    let before = count.fetch_add(1, Ordering::SeqCst);
+    let place = Place(count.clone());
+    (before < max).then_some(place)
 }
 
 /// New sessions per caller: the IAM ARN when the client proved one, else the certificate
@@ -114,19 +114,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_gate_refuses_over_the_cap_then_drops_and_frees_places() {
+    fn sessions_are_capped_and_connections_waiting_for_a_startup_have_some_slack() {
         let gate = ConnectionGate::new(2);
-        let a = gate.admit();
-        let b = gate.admit();
-        assert!(matches!(a, Admission::Admitted(_)) && matches!(b, Admission::Admitted(_)));
-        let refused: Vec<_> = (0..8).map(|_| gate.admit()).collect();
-        assert!(refused.iter().all(|r| matches!(r, Admission::Refuse(_))));
-        assert!(matches!(gate.admit(), Admission::Drop));
+        let connections: Vec<_> = (0..10).map(|_| gate.admit()).collect();
+        assert!(connections.iter().all(Option::is_some), "the cap plus a slack of 8");
+        assert!(gate.admit().is_none());
         assert_eq!(gate.open(), 10);
-        drop(refused);
+        let a = gate.admit_session();
+        let b = gate.admit_session();
+        assert!(a.is_some() && b.is_some());
+        assert!(gate.admit_session().is_none());
+        assert_eq!(gate.sessions(), 2);
         drop(a);
-        assert_eq!(gate.open(), 1);
-        assert!(matches!(gate.admit(), Admission::Admitted(_)));
+        assert_eq!(gate.sessions(), 1);
+        assert!(gate.admit_session().is_some());
+        drop(connections);
+        assert_eq!(gate.open(), 0);
+        assert!(gate.admit().is_some());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct ConnectionLabels {
 pub(crate) enum ConnectionResult {
     accepted,
     refused,
+    /// A client proxy's warm connection that no session needed (TLS, then a clean close).
+    unused,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -71,7 +73,7 @@ impl Metrics {
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "connections",
-            "Connections by result (accepted: the session reached ReadyForQuery; refused: by reason)",
+            "Connections by result (accepted: the session reached ReadyForQuery; refused: by reason; unused: a client proxy's warm connection that no session needed)",
             connections.clone(),
         );
         let sessions_ended = Family::<OutcomeLabels, Counter>::default();
@@ -150,6 +152,12 @@ impl Metrics {
 
     pub(crate) fn refused(&self, reason: &'static str) {
         self.connections.get_or_create(&ConnectionLabels { result: ConnectionResult::refused, reason }).inc();
+    }
+
+    pub(crate) fn unused(&self) {
+        self.connections
+            .get_or_create(&ConnectionLabels { result: ConnectionResult::unused, reason: "unused" })
+            .inc();
     }
 
     pub(crate) fn accepted(&self) {

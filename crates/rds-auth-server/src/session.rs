@@ -19,7 +19,6 @@ use tracing::{Instrument, Span, debug, field, info, info_span, warn};
 
 use crate::cancel::{self, UPSTREAM_CANCEL_TIMEOUT};
 use crate::identity::{CallerIdentity, IdentityError};
-use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::{AuthMode, ServerConfig, SessionError, TargetRule, proxy_protocol};
 
@@ -37,13 +36,9 @@ pub(crate) async fn serve(
     config: Arc<ServerConfig>,
     terminate: CancellationToken,
 ) {
-    let (open, over_limit) = match config.gate.admit() {
-        Admission::Admitted(open) => (open, false),
-        Admission::Refuse(open) => (open, true),
-        Admission::Drop => {
-            config.metrics.refused("max_connections");
-            return;
-        }
+    let Some(open) = config.gate.admit() else {
+        config.metrics.refused("max_connections");
+        return;
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let span = info_span!(
@@ -90,21 +85,27 @@ pub(crate) async fn serve(
             return;
         };
         match accepted {
-            Accepted::Startup { mut stream, message: _ } if over_limit => {
-                let error = SessionError::TooManyConnections { max: config.limits.max_connections };
-                info!(reason = error.reason(), "session refused");
-                metrics.refused(error.reason());
-                refuse(&mut stream, &error).await;
-            }
-            Accepted::Startup { stream, message } => {
-                let context = Context { id, client_addr, own };
-                session(stream, message, &config, &terminate, context).await;
-            }
+            Accepted::Startup { mut stream, message } => match config.gate.admit_session() {
+                Some(_place) => {
+                    let context = Context { id, client_addr, own };
+                    session(stream, message, &config, &terminate, context).await;
+                }
+                None => {
+                    let error = SessionError::TooManyConnections { max: config.limits.max_connections };
+                    info!(reason = error.reason(), "session refused");
+                    metrics.refused(error.reason());
+                    refuse(&mut stream, &error).await;
+                }
+            },
             Accepted::Cancel { stream, request } => crate::cancel::serve(stream, request, &config).await,
             Accepted::Refuse { mut stream, error } => {
                 debug!(error = %error, "refused during startup");
                 metrics.refused("protocol");
                 refuse(&mut stream, &SessionError::Wire(error)).await;
+            }
+            Accepted::Close(CloseReason::Unused) => {
+                debug!("a warm connection closed unused");
+                metrics.unused();
             }
             Accepted::Close(reason) => {
                 debug!(reason = reason.label(), "closed during startup");

@@ -188,6 +188,23 @@ async fn silent_peer_is_closed_quietly() {
     assert!(matches!(task.await.unwrap(), Accepted::Close(CloseReason::PeerLeft)));
 }
 
+#[tokio::test]
+async fn tls_closed_cleanly_before_startup_is_unused_and_abruptly_is_not() {
+    let pki = pki();
+    let (client, server) = duplex(1 << 16);
+    let task = spawn_accept(server, policy(Some(pki.server.clone())));
+    let mut tls = tls_client(&pki, client, &[ALPN_POSTGRESQL]).await.unwrap();
+    tls.shutdown().await.unwrap();
+    assert!(matches!(task.await.unwrap(), Accepted::Close(CloseReason::Unused)));
+
+    let (client, server) = duplex(1 << 16);
+    let task = spawn_accept(server, policy(Some(pki.server.clone())));
+    let tls = tls_client(&pki, client, &[ALPN_POSTGRESQL]).await.unwrap();
+    drop(tls);
+    let accepted = task.await.unwrap();
+    assert!(!matches!(accepted, Accepted::Close(CloseReason::Unused)), "{accepted:?}");
+}
+
 /// The negotiation on arbitrary bytes, as the `handshake` fuzz target runs it
 /// (integration/fuzz): once the client's bytes run out, it ends in a startup, a cancel, a
 /// refusal or a close, and never panics. Encryption requests in the mix get `N`; the seeds
