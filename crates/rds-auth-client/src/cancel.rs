@@ -210,6 +210,7 @@ mod tests {
                 tls: Arc::new(tls),
                 connect_timeout: Duration::from_secs(1),
                 identity: None,
+                warm: crate::WarmPool::new(crate::WarmSettings::OFF),
             }),
             key: Bytes::from_static(b"sealed"),
         }

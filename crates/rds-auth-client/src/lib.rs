@@ -10,7 +10,8 @@
 //!    in passthrough mode;
 //! 4. the startup rewrite (`rds_auth_startup::inject`) and the connection to the server proxy:
 //!    direct TLS 1.3 with ALPN `postgresql`, the server proxy verified against a configured CA,
-//!    the user's client certificate presented;
+//!    the user's client certificate presented, usually on a connection handshaked ahead of
+//!    time ([`WarmPool`]);
 //! 5. relaying the startup tail, then bytes, until either side ends;
 //! 6. query cancel ([`CancelRegistry`]): the client sees the real backend pid and a key of
 //!    ours, which leads back to the server proxy's sealed cancel token.
@@ -32,6 +33,7 @@ mod proxy;
 mod session;
 mod target;
 mod tunnel;
+mod warm;
 
 pub use crate::cancel::CancelRegistry;
 pub use crate::checks::{LoginCheck, ProxyCheck, check_login, check_server_proxy};
@@ -40,3 +42,4 @@ pub use crate::error::ClientError;
 pub use crate::proxy::{Listener, LocalSocket, Shared, run};
 pub use crate::target::{IdentitySigning, ProxyAddress, Route, ServerProxy, Target, TargetAuth};
 pub use crate::tunnel::{Tunnel, TunnelPort, TunnelSpec};
+pub use crate::warm::{WarmPool, WarmSettings};

@@ -1,6 +1,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_credential_types::provider::ProvideCredentials;
 use bytes::BytesMut;
@@ -32,7 +32,7 @@ const NEWEST_MINOR: u16 = 2;
 const MAX_TAIL_MESSAGE: usize = 1 << 20;
 
 /// The connection toward the database side: the server proxy, or the database in direct mode.
-type Upstream = PgStream<Transport<TcpStream>>;
+use crate::warm::Upstream;
 
 /// One local connection, TCP or Unix socket, from accept to close, inside its span.
 pub(crate) async fn serve<S>(
@@ -232,13 +232,12 @@ where
     let params = rds_auth_startup::inject(&params, &injection)?;
     let startup =
         StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_2, params }).to_bytes();
-    let mut upstream = connect_server_proxy(proxy).await?;
-    upstream.send(&startup).await.map_err(|e| server_error(IoError::Io(e), proxy))?;
+    let (mut upstream, answer) = start_on_server_proxy(proxy, &startup).await?;
     let mut guard = None;
     relay_startup_tail(
         &mut upstream,
         client,
-        None,
+        Some(answer),
         |error| server_error(error, proxy),
         |key| {
             let route = CancelRoute::ServerProxy { proxy: proxy.clone(), key: key.key.clone() };
@@ -248,6 +247,7 @@ where
         },
     )
     .await?;
+    refill(proxy);
     Ok(Ready { upstream, _cancel: guard, direct_cancel: None })
 }
 
@@ -343,6 +343,59 @@ async fn prove_identity(
     Ok(Some(Secret::new(proof.expose().to_owned())))
 }
 
+/// Sends the startup packet to the server proxy, on a warm connection when the pool has one,
+/// and reads the first answer. A warm connection found closed before it answered anything is
+/// replaced once by a fresh one: the server proxy went away (a restart, say) without taking
+/// the startup packet up, so sending it again repeats nothing.
+async fn start_on_server_proxy(
+    proxy: &Arc<ServerProxy>,
+    startup: &[u8],
+) -> Result<(Upstream, BackendMessage), ClientError> {
+    if let Some(mut warm) = proxy.warm.take(Instant::now()) {
+        match first_answer(&mut warm, startup).await {
+            Ok(answer) => return Ok((warm, answer)),
+            Err(IoError::Eof | IoError::Io(_)) => {
+                debug!("the warm connection to the server proxy was closed: opening a fresh one");
+            }
+            Err(error) => return Err(server_error(error, proxy)),
+        }
+    }
+    let mut fresh = connect_server_proxy(proxy).await?;
+    let answer = first_answer(&mut fresh, startup).await.map_err(|e| server_error(e, proxy))?;
+    Ok((fresh, answer))
+}
+
+async fn first_answer(upstream: &mut Upstream, startup: &[u8]) -> Result<BackendMessage, IoError> {
+    upstream.send(startup).await.map_err(IoError::Io)?;
+    upstream.read_backend(MAX_TAIL_MESSAGE).await
+}
+
+/// Tops the server proxy's warm pool up in the background, after a session got through: a
+/// server proxy that refuses sessions gets no handshakes ahead of time.
+fn refill(proxy: &Arc<ServerProxy>) {
+    for _ in 0..proxy.warm.reserve(Instant::now()) {
+        let proxy = proxy.clone();
+        let span = info_span!(parent: None, "warm", upstream.name = %proxy.name);
+        tokio::spawn(
+            async move {
+                let stream = connect_server_proxy(&proxy).await.ok();
+                let Some(id) = proxy.warm.fill(stream, Instant::now()) else { return };
+                tokio::time::sleep(proxy.warm.settings().idle).await;
+                // Unused: close it with a TLS close_notify, which the server proxy counts as
+                // an unused connection rather than a client that vanished.
+                if let Some(mut stream) = proxy.warm.expire(id) {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::io::AsyncWriteExt::shutdown(stream.get_mut()),
+                    )
+                    .await;
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
 /// Direct TLS 1.3 with ALPN `postgresql` to a server proxy, presenting the client certificate.
 pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Upstream, ClientError> {
     let unreachable = || ClientError::ServerProxyUnreachable {
@@ -385,16 +438,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = BytesMut::new();
-    if let Some(first) = first {
-        first.encode(&mut out);
-    }
+    let mut first = first;
     loop {
-        let message = tokio::select! {
+        let message = if let Some(message) = first.take() {
+            message
+        } else {
+            tokio::select! {
             message = upstream.read_backend(MAX_TAIL_MESSAGE) => message.map_err(&read_error)?,
             frame = client.read_frame(MAX_TAIL_MESSAGE), if out.is_empty() => {
                 let frame = frame.map_err(|_| ClientError::ClientGone)?;
                 upstream.send(&frame.to_bytes()).await.map_err(|e| read_error(IoError::Io(e)))?;
                 continue;
+            }
             }
         };
         let flush_now = match &message {

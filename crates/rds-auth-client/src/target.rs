@@ -8,6 +8,7 @@ use rds_auth_upstream::UpstreamConfig;
 use rustls::pki_types::ServerName;
 
 use crate::Tunnel;
+use crate::warm::WarmPool;
 
 /// How a target's sessions authenticate to the database.
 #[derive(Clone)]
@@ -67,6 +68,8 @@ pub struct ServerProxy {
     /// Whether sessions carry a presigned `sts:GetCallerIdentity` that tells the server proxy
     /// who the caller is, and where STS is.
     pub identity: Option<IdentitySigning>,
+    /// Handshaked connections kept ready for the next session.
+    pub warm: WarmPool,
 }
 
 /// How the client proxy proves its IAM identity to a server proxy.

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use rds_auth_cli::config::{ConfigError, Loaded};
 use rds_auth_cli::telemetry::LogFormat;
-use rds_auth_client::{IdentitySigning, ProxyAddress, ServerProxy, Tunnel, TunnelPort, TunnelSpec};
+use rds_auth_client::{
+    IdentitySigning, ProxyAddress, ServerProxy, Tunnel, TunnelPort, TunnelSpec, WarmPool, WarmSettings,
+};
 use rds_auth_discovery::{AccountConfig, AccountCredentials, DiscoveryConfig, TagRules};
 use rds_auth_io::tls::{self, ALPN_POSTGRESQL, Identity};
 use rds_auth_upstream::{Resolver, UpstreamConfig};
@@ -218,11 +220,30 @@ pub(crate) struct UpstreamSettings {
     /// The STS endpoint the identity proof is signed for, when the server proxy uses a fixed
     /// one (an STS VPC endpoint); the regional endpoint of the target's region by default.
     pub(crate) sts_endpoint: Option<String>,
+    /// Connections to the server proxy kept handshaked for the next session, topped up after
+    /// each session; 0 turns this off.
+    #[serde(default = "default_warm_connections")]
+    pub(crate) warm_connections: usize,
+    /// How long a warm connection waits for a session before it is closed; below the server
+    /// proxy's `limits.startup_timeout` (15 s by default).
+    #[serde(default = "default_warm_idle", with = "humantime_serde")]
+    pub(crate) warm_idle: Duration,
 }
 
 fn default_identity() -> bool {
     true
 }
+
+fn default_warm_connections() -> usize {
+    WarmSettings::default().size
+}
+
+fn default_warm_idle() -> Duration {
+    WarmSettings::default().idle
+}
+
+/// The most warm connections a server proxy gets: they hold its connection slots.
+const MAX_WARM_CONNECTIONS: usize = 16;
 
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
@@ -482,6 +503,25 @@ pub(crate) fn upstream(loaded: &Loaded<Settings>, name: &str) -> Result<Upstream
     })?;
     let server_name = ServerName::try_from(server_name)
         .map_err(|_| loaded.error_at(&key("server_name"), "not a DNS name or IP address", ""))?;
+    if upstream.warm_connections > MAX_WARM_CONNECTIONS {
+        return Err(loaded.error_at(
+            &key("warm_connections"),
+            format!(
+                "at most {MAX_WARM_CONNECTIONS}: warm connections hold the server proxy's connection slots"
+            ),
+            "2 covers sessions opened one after another; 0 turns warm connections off",
+        ));
+    }
+    if upstream.warm_connections > 0
+        && !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&upstream.warm_idle)
+    {
+        return Err(loaded.error_at(
+            &key("warm_idle"),
+            "must be between 100ms and 60s",
+            "keep it below the server proxy's limits.startup_timeout (15s by default), which closes idle connections",
+        ));
+    }
+    let warm = WarmSettings { size: upstream.warm_connections, idle: upstream.warm_idle };
     let tls = tls::client_config(roots, identity, &[ALPN_POSTGRESQL], true)
         .map_err(|e| loaded.error_at(&key("cert"), e.to_string(), ""))?;
     let identity = if upstream.identity {
@@ -506,6 +546,7 @@ pub(crate) fn upstream(loaded: &Loaded<Settings>, name: &str) -> Result<Upstream
         tls,
         connect_timeout: upstream.connect_timeout,
         identity,
+        warm: WarmPool::new(warm),
     })))
 }
 
@@ -578,6 +619,44 @@ mod tests {
         for bad in ["sts.example.com", "https://", "https://a/b", "https://a:x", "ftp://a"] {
             assert_eq!(sts_authority(bad), None, "{bad}");
         }
+    }
+
+    /// Out-of-range warm settings are refused with the key and the file named; the defaults
+    /// give a pool of two.
+    #[test]
+    fn warm_settings_are_checked_and_name_their_key() {
+        let dir = std::env::temp_dir().join(format!("rds-auth-warm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = rds_auth_io::certgen::CertAuthority::new("test CA", Duration::from_secs(3600)).unwrap();
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+        let load = |extra: &str| {
+            let path = dir.join("config.toml");
+            let text = format!(
+                "[upstreams.default]\naddress = \"proxy.example.com:5432\"\nca = {:?}\n{extra}\n",
+                ca_path.display().to_string()
+            );
+            std::fs::write(&path, text).unwrap();
+            let flags = BTreeMap::<String, String>::new();
+            rds_auth_cli::config::load::<Settings, _>(&path, true, ENV_PREFIX, &flags).unwrap()
+        };
+        for (line, key) in [
+            ("warm_connections = 17", "upstreams.default.warm_connections"),
+            ("warm_idle = \"90s\"", "upstreams.default.warm_idle"),
+            ("warm_idle = \"10ms\"", "upstreams.default.warm_idle"),
+        ] {
+            let Err(error) = upstream(&load(line), "default") else { panic!("{line} was accepted") };
+            assert!(error.message().starts_with(&format!("invalid `{key}` in ")), "{}", error.message());
+        }
+        let Ok(UpstreamRoute::ServerProxy(proxy)) = upstream(&load(""), "default") else {
+            panic!("the defaults were refused")
+        };
+        assert_eq!(proxy.warm.settings(), WarmSettings::default());
+        assert_eq!(WarmSettings::default().size, 2);
+        let Ok(UpstreamRoute::ServerProxy(proxy)) = upstream(&load("warm_connections = 0"), "default") else {
+            panic!("0 was refused")
+        };
+        assert_eq!(proxy.warm.settings().size, 0);
     }
 
     #[test]

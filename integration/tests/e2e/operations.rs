@@ -2,6 +2,8 @@
 //! PROXY protocol and callers' IAM identities. The server proxy runs as a host process here,
 //! so its health port, signals, files and memory are within reach.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rds_auth_integration::harness::host_server::{HostServer, HostServerOptions};
@@ -246,6 +248,65 @@ async fn max_connections_and_the_per_caller_rate_answer_53300() {
     let refused = select_one(&proxy).await.unwrap_err();
     assert!(refused.contains("too many new connections from"), "{refused}");
     assert!(refused.contains("alice@corp"), "the caller is named by its certificate: {refused}");
+}
+
+/// A TCP front that lets the first `allowed` connections through to `backend` and closes
+/// every later one at once; it counts them all.
+async fn gate(backend: std::net::SocketAddr, allowed: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if counted.fetch_add(1, Ordering::SeqCst) >= allowed {
+                continue;
+            }
+            tokio::spawn(async move {
+                let mut outbound = tokio::net::TcpStream::connect(backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn sessions_start_on_warm_connections_and_unused_ones_close_cleanly() {
+    let standin = standin().await;
+    let pki = ProxyPki::new().unwrap();
+    let server = server(standin, &pki, "").await;
+    // Three connections get through: the first session's, and the two warm ones opened after
+    // it (warm_connections = 2 by default). Nothing after that does.
+    let (front, connections) = gate(server.addr(), 3).await;
+    let target = ClientTarget::iam("db", standin.endpoint(Listener::Pam));
+    let mut options = ClientOptions::to_server(&pki, front, vec![target.clone()]);
+    options.server_addr = front;
+    let proxy = ClientProxy::start(standin, &options).await.unwrap();
+    select_one(&proxy).await.unwrap();
+    let started = Instant::now();
+    while connections.load(Ordering::SeqCst) < 3 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the warm connections were not opened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two more sessions get through the closed front: each on a warm connection.
+    select_one(&proxy).await.unwrap();
+    select_one(&proxy).await.unwrap();
+    let refused = select_one(&proxy).await.unwrap_err();
+    assert!(refused.contains("server proxy"), "{refused}");
+
+    // Unused warm connections close with a TLS close_notify after warm_idle (5 s), which the
+    // server proxy counts apart from clients that vanished.
+    let direct = ClientProxy::start(standin, &ClientOptions::to_server(&pki, server.addr(), vec![target]))
+        .await
+        .unwrap();
+    select_one(&direct).await.unwrap();
+    wait_for_metric(&server, "rds_auth_proxy_connections_total{result=\"unused\",reason=\"unused\"}", 2.0)
+        .await;
+    assert_eq!(
+        server.metric("rds_auth_proxy_connections_total{result=\"refused\",reason=\"peer_left\"}").await,
+        None
+    );
 }
 
 #[tokio::test]
