@@ -209,7 +209,7 @@ where
                 None => None,
             };
             let injection = Injection { target: target.endpoint.clone(), credential, identity };
-            via_server_proxy(client, params, injection, proxy, negotiation.version, &shared.cancels).await
+            via_server_proxy(client, params, injection, proxy, negotiation.version, shared).await
         }
         Route::Direct(upstream) => {
             direct(client, params, &user, credential, target, upstream, negotiation.version, &shared.cancels)
@@ -224,11 +224,12 @@ async fn via_server_proxy<S>(
     injection: Injection,
     proxy: &Arc<ServerProxy>,
     version: ProtocolVersion,
-    cancels: &Arc<CancelRegistry>,
+    shared: &Shared,
 ) -> Result<Ready, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let cancels = &shared.cancels;
     let params = rds_auth_startup::inject(&params, &injection)?;
     let startup =
         StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_2, params }).to_bytes();
@@ -247,7 +248,9 @@ where
         },
     )
     .await?;
-    refill(proxy);
+    if shared.warm_refill {
+        refill(proxy);
+    }
     Ok(Ready { upstream, _cancel: guard, direct_cancel: None })
 }
 

@@ -323,6 +323,7 @@ async fn target_path(
         handshake_timeout: Duration::from_secs(60),
         relay: RelayConfig::default(),
         drain_timeout: Duration::from_secs(1),
+        warm_refill: false,
     });
     match check_login(target, shared, &user, entry.database.as_deref()).await {
         Ok(login) => report.ok(

@@ -309,6 +309,32 @@ async fn sessions_start_on_warm_connections_and_unused_ones_close_cleanly() {
     );
 }
 
+/// `doctor` logs in through the whole path, and leaves no warm connection behind to be cut
+/// off when it exits: the server proxy sees its probe and its login, nothing more.
+#[tokio::test]
+async fn doctor_logs_in_and_opens_no_warm_connections() {
+    let standin = standin().await;
+    let pki = ProxyPki::new().unwrap();
+    let server = server(standin, &pki, "").await;
+    let mut target = ClientTarget::iam("db", standin.endpoint(Listener::Pam));
+    target.user = Some("iam_user".to_owned());
+    target.database = Some("app".to_owned());
+    let options = ClientOptions::to_server(&pki, server.addr(), vec![target]);
+    let output = ClientProxy::run_once(standin, &options, &["doctor", "db"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("✓ login"), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    wait_for_metric(&server, "rds_auth_proxy_connections_total{result=\"accepted\",reason=\"ready\"}", 1.0)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let exposition = server.get("/metrics").await.unwrap().1;
+    let connections: f64 = exposition
+        .lines()
+        .filter(|line| line.starts_with("rds_auth_proxy_connections_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(connections, 2.0, "the probe and the login only:\n{exposition}");
+}
+
 #[tokio::test]
 async fn proxy_protocol_v2_puts_the_real_client_in_the_audit_line() {
     let standin = standin().await;
