@@ -29,9 +29,6 @@ pub struct Shared {
     pub relay: RelayConfig,
     /// How long open sessions may go on after Ctrl-C before they are ended.
     pub drain_timeout: Duration,
-    /// Whether sessions top up their server proxy's warm connections; off for one-shot
-    /// checks (`doctor`), which would leave them to be cut off at exit.
-    pub warm_refill: bool,
 }
 
 /// A bound local listener and the target it leads to.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span, debug, field, info, info_span};
 
 use crate::cancel::{CancelGuard, CancelRoute};
+use crate::warm::Upstream;
 use crate::{
     CancelRegistry, ClientError, IdentitySigning, ProxyAddress, Route, ServerProxy, Shared, Target,
     TargetAuth,
@@ -30,9 +31,6 @@ use crate::{
 const NEWEST_MINOR: u16 = 2;
 /// The largest message read before ReadyForQuery.
 const MAX_TAIL_MESSAGE: usize = 1 << 20;
-
-/// The connection toward the database side: the server proxy, or the database in direct mode.
-use crate::warm::Upstream;
 
 /// One local connection, TCP or Unix socket, from accept to close, inside its span.
 pub(crate) async fn serve<S>(
@@ -209,7 +207,7 @@ where
                 None => None,
             };
             let injection = Injection { target: target.endpoint.clone(), credential, identity };
-            via_server_proxy(client, params, injection, proxy, negotiation.version, shared).await
+            via_server_proxy(client, params, injection, proxy, negotiation.version, &shared.cancels).await
         }
         Route::Direct(upstream) => {
             direct(client, params, &user, credential, target, upstream, negotiation.version, &shared.cancels)
@@ -224,12 +222,11 @@ async fn via_server_proxy<S>(
     injection: Injection,
     proxy: &Arc<ServerProxy>,
     version: ProtocolVersion,
-    shared: &Shared,
+    cancels: &Arc<CancelRegistry>,
 ) -> Result<Ready, ClientError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let cancels = &shared.cancels;
     let params = rds_auth_startup::inject(&params, &injection)?;
     let startup =
         StartupPacket::Startup(StartupMessage { version: ProtocolVersion::V3_2, params }).to_bytes();
@@ -248,9 +245,7 @@ where
         },
     )
     .await?;
-    if shared.warm_refill {
-        refill(proxy);
-    }
+    refill(proxy);
     Ok(Ready { upstream, _cancel: guard, direct_cancel: None })
 }
 
@@ -433,7 +428,7 @@ pub(crate) async fn connect_server_proxy(proxy: &ServerProxy) -> Result<Upstream
 async fn relay_startup_tail<S>(
     upstream: &mut Upstream,
     client: &mut PgStream<Transport<S>>,
-    first: Option<BackendMessage>,
+    mut first: Option<BackendMessage>,
     read_error: impl Fn(IoError) -> ClientError,
     mut rekey: impl FnMut(&BackendKeyData) -> bytes::Bytes,
 ) -> Result<(), ClientError>
@@ -441,18 +436,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut out = BytesMut::new();
-    let mut first = first;
     loop {
         let message = if let Some(message) = first.take() {
             message
         } else {
             tokio::select! {
-            message = upstream.read_backend(MAX_TAIL_MESSAGE) => message.map_err(&read_error)?,
-            frame = client.read_frame(MAX_TAIL_MESSAGE), if out.is_empty() => {
-                let frame = frame.map_err(|_| ClientError::ClientGone)?;
-                upstream.send(&frame.to_bytes()).await.map_err(|e| read_error(IoError::Io(e)))?;
-                continue;
-            }
+                message = upstream.read_backend(MAX_TAIL_MESSAGE) => message.map_err(&read_error)?,
+                frame = client.read_frame(MAX_TAIL_MESSAGE), if out.is_empty() => {
+                    let frame = frame.map_err(|_| ClientError::ClientGone)?;
+                    upstream.send(&frame.to_bytes()).await.map_err(|e| read_error(IoError::Io(e)))?;
+                    continue;
+                }
             }
         };
         let flush_now = match &message {

@@ -22,6 +22,7 @@ use rds_auth_io::{PgStream, Transport};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
+/// The connection toward the database side: the server proxy, or the database in direct mode.
 pub(crate) type Upstream = PgStream<Transport<TcpStream>>;
 
 /// The pool's settings.

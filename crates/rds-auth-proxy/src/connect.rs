@@ -125,7 +125,6 @@ pub(crate) fn run(loaded: &Loaded<Settings>, args: &ConnectArgs) -> miette::Resu
             handshake_timeout: settings.proxy.handshake_timeout,
             relay: RelayConfig::default(),
             drain_timeout: settings.proxy.drain_timeout,
-            warm_refill: true,
         });
         rds_auth_client::run(listeners, shared, interrupted()).await.into_diagnostic()
     })

@@ -13,7 +13,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use clap::Args;
 use miette::IntoDiagnostic;
 use rds_auth_cli::config::Loaded;
-use rds_auth_client::{CancelRegistry, Shared, check_login, check_server_proxy};
+use rds_auth_client::{CancelRegistry, Shared, WarmPool, WarmSettings, check_login, check_server_proxy};
 use rds_auth_io::relay::RelayConfig;
 use rds_auth_token::{TokenCache, TokenRequest};
 
@@ -243,13 +243,19 @@ async fn target_path(
     entry: &catalog::Entry,
     user: Option<String>,
 ) {
-    let route = match config::upstream(loaded, &entry.upstream) {
+    let mut route = match config::upstream(loaded, &entry.upstream) {
         Ok(route) => route,
         Err(e) => {
             report.fail("upstream", e.to_string(), "see docs/configuration.md");
             return;
         }
     };
+    // doctor exits right after its login: warm connections would only be cut off at exit.
+    if let UpstreamRoute::ServerProxy(proxy) = &mut route
+        && let Some(proxy) = Arc::get_mut(proxy)
+    {
+        proxy.warm = WarmPool::new(WarmSettings::OFF);
+    }
     match &route {
         UpstreamRoute::ServerProxy(proxy) => match check_server_proxy(proxy).await {
             Ok(check) => report.ok(
@@ -323,7 +329,6 @@ async fn target_path(
         handshake_timeout: Duration::from_secs(60),
         relay: RelayConfig::default(),
         drain_timeout: Duration::from_secs(1),
-        warm_refill: false,
     });
     match check_login(target, shared, &user, entry.database.as_deref()).await {
         Ok(login) => report.ok(
