@@ -6,6 +6,11 @@
 //! delay; sessions wait for it, up to their connect timeout, while it is down. The address is
 //! read from kubectl's `Forwarding from 127.0.0.1:<port>` line, or is the fixed port the
 //! command was told to open, once that port accepts connections.
+//!
+//! A tunnel never outlives the client proxy: it is killed when the proxy drops it or exits,
+//! and on Linux the kernel also sends it SIGTERM when the proxy dies without a chance to clean
+//! up (SIGKILL, OOM), so no `kubectl port-forward` is left holding a port. macOS has no such
+//! signal; there a killed proxy leaves the command running until it exits on its own.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -138,14 +143,16 @@ async fn supervise(spec: TunnelSpec, addr: watch::Sender<Option<SocketAddr>>, st
 
 /// Runs the command once, publishing its address while it is up.
 async fn run_once(spec: &TunnelSpec, addr: &watch::Sender<Option<SocketAddr>>) {
-    let mut child = match Command::new(&spec.program)
+    let mut command = Command::new(&spec.program);
+    command
         .args(&spec.args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-    {
+        .kill_on_drop(true);
+    #[cfg(target_os = "linux")]
+    die_with_parent(&mut command);
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             warn!(tunnel = %spec.name, program = %spec.program, error = %e, "cannot start the tunnel");
@@ -197,6 +204,29 @@ async fn run_once(spec: &TunnelSpec, addr: &watch::Sender<Option<SocketAddr>>) {
         None => warn!(tunnel = %spec.name, "the tunnel never reported a local port"),
     }
     let _ = child.wait().await;
+}
+
+/// Asks the kernel to send the command SIGTERM when the thread that started it ends. Tunnels
+/// are started from the runtime's worker threads, which live as long as the process.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code, reason = "pre_exec is the only way to set the death signal of a child")]
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
+    // calls are allowed: prctl and getppid are, and building an io::Error from an OS error code
+    // does not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The proxy may have died between fork and prctl, before the signal was armed.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The local port in kubectl's `Forwarding from 127.0.0.1:40123 -> 5432`.

@@ -495,6 +495,12 @@ impl ClientProxy {
         let _ = Command::new("kill").arg("-INT").arg(pid.to_string()).status().await;
         tokio::time::timeout(timeout, self.child.wait()).await.ok().and_then(Result::ok)
     }
+
+    /// Sends SIGKILL, leaving the process no chance to clean up, and waits for it to exit.
+    pub async fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.start_kill().ok()?;
+        self.child.wait().await.ok()
+    }
 }
 
 /// `rds-auth-proxy connect` with every target of `options`: its configuration is written to

@@ -99,9 +99,14 @@ async fn direct_mode_logs_in_and_cancels_without_a_server_proxy() {
 /// A stand-in `kubectl`: for `port-forward ... :5432` it forwards a free local port to the
 /// server proxy named in FAKE_KUBECTL_TARGET, announces it as kubectl does, and records each
 /// start; it exits when the file FAKE_KUBECTL_DIE appears, as kubectl does when its pod goes.
+/// With FAKE_KUBECTL_PID set it writes its process id there.
 const FAKE_KUBECTL: &str = r#"#!/usr/bin/env python3
 import os, socket, sys, threading, time
 assert sys.argv[1] == "port-forward" and sys.argv[-1] == ":5432", sys.argv
+if "FAKE_KUBECTL_PID" in os.environ:
+    with open(os.environ["FAKE_KUBECTL_PID"] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(os.environ["FAKE_KUBECTL_PID"] + ".tmp", os.environ["FAKE_KUBECTL_PID"])
 with open(os.environ["FAKE_KUBECTL_LOG"], "a") as log:
     log.write(" ".join(sys.argv[1:]) + "\n")
 host, port = os.environ["FAKE_KUBECTL_TARGET"].rsplit(":", 1)
@@ -174,6 +179,58 @@ async fn a_kubectl_tunnel_survives_its_pod_going_away() {
     let output = Psql::local(proxy.addr("db"), "iam_user").run("SELECT 'after the restart'").await.unwrap();
     assert!(output.success, "{}\n{}", output.stderr, proxy.log());
     assert!(std::fs::read_to_string(&log).unwrap().lines().count() >= 2, "kubectl was not started again");
+}
+
+/// A client proxy killed with SIGKILL cannot stop its tunnel itself; the kernel must (Linux's
+/// parent-death signal), or every crash would leave a `kubectl port-forward` behind.
+#[tokio::test]
+async fn a_killed_client_proxy_takes_its_tunnel_with_it() {
+    let topology = topology().await;
+    let dir = scratch_dir("kubectl-orphan").unwrap();
+    let kubectl = dir.join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let pid_file = dir.join("kubectl.pid");
+    let target = ClientTarget::iam("db", topology.standin.endpoint(Listener::Pam));
+    let mut options = ClientOptions::new(topology, vec![target]);
+    let identity = &topology.pki.alice;
+    options.upstream_toml = Some(format!(
+        "[upstreams.default]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"{SERVER_NAME}\"\n\
+         tunnel = {{ kind = \"kubectl\", resource = \"svc/rds-auth-proxy\", kubectl = \"{}\" }}\n",
+        topology.pki.pki.ca_pem_path().display(),
+        identity.cert.display(),
+        identity.key.display(),
+        kubectl.display(),
+    ));
+    options.env = vec![
+        ("FAKE_KUBECTL_TARGET".to_owned(), topology.server.addr().to_string()),
+        ("FAKE_KUBECTL_LOG".to_owned(), dir.join("starts.log").display().to_string()),
+        ("FAKE_KUBECTL_DIE".to_owned(), dir.join("die").display().to_string()),
+        ("FAKE_KUBECTL_PID".to_owned(), pid_file.display().to_string()),
+    ];
+    let mut proxy = ClientProxy::start(&topology.standin, &options).await.unwrap();
+    let output = Psql::local(proxy.addr("db"), "iam_user").run("SELECT 'through the tunnel'").await.unwrap();
+    assert!(output.success, "{}\n{}", output.stderr, proxy.log());
+    let kubectl_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(alive(kubectl_pid), "the tunnel runs while the proxy does");
+
+    let status = proxy.kill().await.expect("the client proxy dies");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive(kubectl_pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive(kubectl_pid), "kubectl (pid {kubectl_pid}) outlived the client proxy that started it");
+}
+
+/// Whether a process runs: it exists and is not a zombie waiting for its new parent to reap it.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+        .unwrap_or(false)
 }
 
 #[tokio::test]
