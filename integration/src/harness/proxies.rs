@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -65,6 +65,7 @@ pub struct ServerOptions {
 pub struct ServerProxy {
     container: Container,
     addr: SocketAddr,
+    db_ip: IpAddr,
     _lifeline: TcpStream,
 }
 
@@ -76,6 +77,11 @@ impl ServerProxy {
 
     pub fn container(&self) -> &Container {
         &self.container
+    }
+
+    /// Its address on the database network: the client address Postgres sees for its sessions.
+    pub fn db_ip(&self) -> IpAddr {
+        self.db_ip
     }
 }
 
@@ -187,7 +193,7 @@ pub async fn start_server(
         .with_ready_line(READY_LINE)
         .with_auto_remove();
     let container = Container::start(spec).await?;
-    container.connect_network(db_network, &[]).await?;
+    let db_ip = container.connect_network(db_network, &[]).await?;
     let addr =
         container.host_addr(SERVER_PORT).ok_or_else(|| HarnessError::Docker("port not published".into()))?;
     let lifeline_addr = container
@@ -195,7 +201,7 @@ pub async fn start_server(
         .ok_or_else(|| HarnessError::Docker("port not published".into()))?;
     let lifeline = TcpStream::connect_timeout(&lifeline_addr, Duration::from_secs(10))
         .map_err(HarnessError::io("cannot reach the server proxy's lifeline"))?;
-    Ok(ServerProxy { container, addr, _lifeline: lifeline })
+    Ok(ServerProxy { container, addr, db_ip, _lifeline: lifeline })
 }
 
 /// Runs the server proxy next to a lifeline: the container stops when the test process lets

@@ -3,6 +3,7 @@
 //! error that lists the targets when there is none.
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -137,14 +138,25 @@ os.remove(os.environ["FAKE_KUBECTL_DIE"])
 sys.exit(1)
 "#;
 
-#[tokio::test]
-async fn a_kubectl_tunnel_survives_its_pod_going_away() {
-    let topology = topology().await;
-    let dir = scratch_dir("kubectl").unwrap();
+/// The files the fake kubectl of one test writes and watches.
+struct FakeKubectl {
+    /// One line of arguments per start.
+    log: PathBuf,
+    /// Created by the test to make kubectl exit.
+    die: PathBuf,
+    /// The running kubectl's process id.
+    pid: PathBuf,
+}
+
+/// Options for a client proxy with one target, `db`, whose server proxy it reaches through
+/// the fake kubectl, installed in a scratch directory of its own.
+fn through_fake_kubectl(topology: &Topology, name: &str) -> (ClientOptions, FakeKubectl) {
+    let dir = scratch_dir(name).unwrap();
     let kubectl = dir.join("kubectl");
     std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
     std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (log, die) = (dir.join("starts.log"), dir.join("die"));
+    let files =
+        FakeKubectl { log: dir.join("starts.log"), die: dir.join("die"), pid: dir.join("kubectl.pid") };
     let target = ClientTarget::iam("db", topology.standin.endpoint(Listener::Pam));
     let mut options = ClientOptions::new(topology, vec![target]);
     let identity = &topology.pki.alice;
@@ -158,9 +170,17 @@ async fn a_kubectl_tunnel_survives_its_pod_going_away() {
     ));
     options.env = vec![
         ("FAKE_KUBECTL_TARGET".to_owned(), topology.server.addr().to_string()),
-        ("FAKE_KUBECTL_LOG".to_owned(), log.display().to_string()),
-        ("FAKE_KUBECTL_DIE".to_owned(), die.display().to_string()),
+        ("FAKE_KUBECTL_LOG".to_owned(), files.log.display().to_string()),
+        ("FAKE_KUBECTL_DIE".to_owned(), files.die.display().to_string()),
+        ("FAKE_KUBECTL_PID".to_owned(), files.pid.display().to_string()),
     ];
+    (options, files)
+}
+
+#[tokio::test]
+async fn a_kubectl_tunnel_survives_its_pod_going_away() {
+    let topology = topology().await;
+    let (options, FakeKubectl { log, die, .. }) = through_fake_kubectl(topology, "kubectl");
     let proxy = ClientProxy::start(&topology.standin, &options).await.unwrap();
     let output = Psql::local(proxy.addr("db"), "iam_user").run("SELECT 'through the tunnel'").await.unwrap();
     assert!(output.success, "{}\n{}", output.stderr, proxy.log());
@@ -186,32 +206,11 @@ async fn a_kubectl_tunnel_survives_its_pod_going_away() {
 #[tokio::test]
 async fn a_killed_client_proxy_takes_its_tunnel_with_it() {
     let topology = topology().await;
-    let dir = scratch_dir("kubectl-orphan").unwrap();
-    let kubectl = dir.join("kubectl");
-    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
-    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let pid_file = dir.join("kubectl.pid");
-    let target = ClientTarget::iam("db", topology.standin.endpoint(Listener::Pam));
-    let mut options = ClientOptions::new(topology, vec![target]);
-    let identity = &topology.pki.alice;
-    options.upstream_toml = Some(format!(
-        "[upstreams.default]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nserver_name = \"{SERVER_NAME}\"\n\
-         tunnel = {{ kind = \"kubectl\", resource = \"svc/rds-auth-proxy\", kubectl = \"{}\" }}\n",
-        topology.pki.pki.ca_pem_path().display(),
-        identity.cert.display(),
-        identity.key.display(),
-        kubectl.display(),
-    ));
-    options.env = vec![
-        ("FAKE_KUBECTL_TARGET".to_owned(), topology.server.addr().to_string()),
-        ("FAKE_KUBECTL_LOG".to_owned(), dir.join("starts.log").display().to_string()),
-        ("FAKE_KUBECTL_DIE".to_owned(), dir.join("die").display().to_string()),
-        ("FAKE_KUBECTL_PID".to_owned(), pid_file.display().to_string()),
-    ];
+    let (options, files) = through_fake_kubectl(topology, "kubectl-orphan");
     let mut proxy = ClientProxy::start(&topology.standin, &options).await.unwrap();
     let output = Psql::local(proxy.addr("db"), "iam_user").run("SELECT 'through the tunnel'").await.unwrap();
     assert!(output.success, "{}\n{}", output.stderr, proxy.log());
-    let kubectl_pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let kubectl_pid: u32 = std::fs::read_to_string(&files.pid).unwrap().trim().parse().unwrap();
     assert!(alive(kubectl_pid), "the tunnel runs while the proxy does");
 
     let status = proxy.kill().await.expect("the client proxy dies");
