@@ -140,6 +140,8 @@ async fn cancels_land_on_the_other_replica() {
     let target = ClientTarget::iam("db", topology.standin.endpoint(Listener::Pam));
     let mut options = ClientOptions::new(topology, vec![target]);
     options.server_addr = front.addr();
+    // Warm connections would take turns at the front ahead of the sessions and scramble the order.
+    options.env.push(("RDS_AUTH_PROXY_UPSTREAMS__DEFAULT__WARM_CONNECTIONS".to_owned(), "0".to_owned()));
     let proxy = ClientProxy::start(&topology.standin, &options).await.unwrap();
     let watcher = connect(&proxy, "db", "iam_user", "app").await;
     for round in 0..4 {

@@ -63,6 +63,9 @@ async fn health_metrics_and_audit_follow_a_session() {
     }
     let proxy = client(standin, &pki, &server).await;
     select_one(&proxy).await.unwrap();
+    // psql has its answer before the server proxy is done with the session (the Terminate, the
+    // last counts): read the metrics once it is.
+    wait_for_metric(&server, "rds_auth_proxy_sessions_open", 0.0).await;
     let (status, metrics) = server.get("/metrics").await.unwrap();
     assert_eq!(status, 200);
     let value = |series: &str| rds_auth_integration::harness::host_server::metric_value(&metrics, series);
