@@ -117,8 +117,8 @@ impl Tools {
         }
         if !missing.is_empty() {
             bail!(
-                "cargo xtask bench needs what this machine lacks (it installs nothing itself; .ci/run \
-                 installs all of it):\n  {}",
+                "cargo xtask bench needs what this machine lacks (it installs nothing itself; \
+                 `cargo xtask setup bench` installs all of it):\n  {}",
                 missing.join("\n  ")
             );
         }

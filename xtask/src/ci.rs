@@ -8,6 +8,7 @@ use crate::{images, step};
 /// Everything, in the order a failure is cheapest to find.
 pub(crate) fn ci(sh: &Shell) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    crate::setup::for_ci(sh)?;
     fmt_check(sh)?;
     tidy(sh)?;
     deps(sh)?;
@@ -75,6 +76,7 @@ fn python_clients(sh: &Shell) -> anyhow::Result<()> {
 }
 
 pub(crate) fn demo(sh: &Shell) -> anyhow::Result<()> {
+    crate::setup::debian_packages(sh, crate::setup::DEMO_PACKAGES)?;
     step("cargo build --workspace --all-targets");
     cmd!(sh, "cargo build --workspace --all-targets --locked").run()?;
     images::build(sh)?;

@@ -108,11 +108,9 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
 fn check_dist(sh: &Shell, dist: &Dist) -> anyhow::Result<()> {
     step("dist: check the Homebrew formula");
     let formula = dist.dir.join(FORMULA);
-    cmd!(sh, "ruby --version")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("`ruby` was not found: install Debian's ruby (`apt-get install ruby`; .ci/run does)")?;
+    cmd!(sh, "ruby --version").quiet().ignore_stdout().run().context(
+        "`ruby` was not found: install Debian's ruby (`apt-get install ruby`; `cargo xtask setup` does)",
+    )?;
     let syntax = cmd!(sh, "ruby -c {formula}").quiet().ignore_status().output()?;
     ensure!(
         syntax.status.success(),

@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 
 use crate::step;
 
-/// The mdBook release the site is built with; `.ci/run` installs the same.
+/// The mdBook release the site is built with; `cargo xtask setup` installs it.
 pub(crate) const MDBOOK_VERSION: &str = "0.5.4";
 
 pub(crate) fn run(sh: &Shell, args: &[String]) -> anyhow::Result<()> {
@@ -61,15 +61,12 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
 }
 
 fn require_mdbook(sh: &Shell) -> anyhow::Result<()> {
-    let install = format!(
-        "cargo install mdbook --locked --version {MDBOOK_VERSION} --no-default-features --features search"
-    );
     let Ok(version) = cmd!(sh, "mdbook --version").quiet().ignore_stderr().read() else {
-        bail!("mdbook is not installed; install the version the site is built with:\n  {install}");
+        bail!("mdbook is not installed: `cargo xtask setup` installs mdbook {MDBOOK_VERSION}");
     };
     ensure!(
         version.trim() == format!("mdbook v{MDBOOK_VERSION}"),
-        "found {}, but the site is built with mdbook {MDBOOK_VERSION}:\n  {install}",
+        "found {}, but the site is built with mdbook {MDBOOK_VERSION}: `cargo xtask setup` installs it",
         version.trim()
     );
     Ok(())

@@ -20,13 +20,15 @@ pub(crate) enum Command {
     Release(Vec<String>),
     Docs(Vec<String>),
     Nix(Vec<String>),
+    Setup(Vec<String>),
 }
 
 const HELP: &str = "\
 cargo xtask <command>
 
   ci       everything CI runs: fmt check, clippy -D warnings, tidy, dependency
-           direction checks, and every test
+           direction checks, and every test (after `setup`)
+  setup    install what ci (or `setup demo`: the demo) needs on a fresh Debian machine
   fmt      format the workspace
   lint     clippy on all targets with -D warnings
   tidy     crate hygiene: lints, versions, //! headers, no dbg!/todo!
@@ -78,6 +80,7 @@ pub(crate) fn parse(args: Vec<String>) -> anyhow::Result<Command> {
         "release" => Ok(Command::Release(rest)),
         "docs" => Ok(Command::Docs(rest)),
         "nix" => Ok(Command::Nix(rest)),
+        "setup" => Ok(Command::Setup(rest)),
         other => bail!("unknown command {other:?}; run `cargo xtask --help`"),
     }
 }

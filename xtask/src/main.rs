@@ -10,6 +10,7 @@ mod fuzz;
 mod images;
 mod nix;
 mod release;
+mod setup;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         flags::Command::Release(args) => release::run(&sh, &args),
         flags::Command::Docs(args) => docs::run(&sh, &args),
         flags::Command::Nix(args) => nix::run(&sh, &args),
+        flags::Command::Setup(args) => setup::run(&sh, &args),
     }
 }
 

@@ -57,7 +57,7 @@ pub(crate) fn check(sh: &Shell) -> anyhow::Result<()> {
     for tool in ["nix-instantiate", "nix"] {
         cmd!(sh, "{tool} --version").quiet().ignore_stdout().run().with_context(|| {
             format!(
-                "`{tool}` was not found: install Debian's nix-bin (`apt-get install nix-bin`; .ci/run does)"
+                "`{tool}` was not found: install Debian's nix-bin (`apt-get install nix-bin`; `cargo xtask setup` does)"
             )
         })?;
     }
