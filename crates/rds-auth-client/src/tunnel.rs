@@ -7,10 +7,11 @@
 //! read from kubectl's `Forwarding from 127.0.0.1:<port>` line, or is the fixed port the
 //! command was told to open, once that port accepts connections.
 //!
-//! A tunnel never outlives the client proxy: it is killed when the proxy drops it or exits,
-//! and on Linux the kernel also sends it SIGTERM when the proxy dies without a chance to clean
-//! up (SIGKILL, OOM), so no `kubectl port-forward` is left holding a port. macOS has no such
-//! signal; there a killed proxy leaves the command running until it exits on its own.
+//! A tunnel command never outlives the client proxy: it is killed when the proxy drops it or
+//! exits, and on Linux the kernel also sends it SIGTERM when the proxy dies without a chance to
+//! clean up (SIGKILL, OOM), so no `kubectl port-forward` is left holding a port. That reaches
+//! the command itself, not processes it starts and leaves behind. macOS has no such signal;
+//! there a killed proxy leaves the command running until it exits on its own.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -207,17 +208,24 @@ async fn run_once(spec: &TunnelSpec, addr: &watch::Sender<Option<SocketAddr>>) {
 }
 
 /// Asks the kernel to send the command SIGTERM when the thread that started it ends. Tunnels
-/// are started from the runtime's worker threads, which live as long as the process.
+/// are started from the runtime's worker threads, which live as long as the process
+/// (`block_in_place`, which would turn a worker into a blocking thread that may exit when
+/// idle, is disallowed in clippy.toml).
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code, reason = "pre_exec is the only way to set the death signal of a child")]
 fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed: prctl and getppid are, and building an io::Error from an OS error code
-    // does not allocate.
+    // calls are allowed: signal, prctl and getppid are, and building an io::Error from an OS
+    // error code does not allocate.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+            // Until exec the child still has the proxy's SIGTERM handler, which would swallow the
+            // death signal if the proxy died in that window.
+            if libc::signal(libc::SIGTERM, libc::SIG_DFL) == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The proxy may have died between fork and prctl, before the signal was armed.
