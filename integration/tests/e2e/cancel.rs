@@ -144,8 +144,23 @@ async fn cancels_land_on_the_other_replica() {
     options.env.push(("RDS_AUTH_PROXY_UPSTREAMS__DEFAULT__WARM_CONNECTIONS".to_owned(), "0".to_owned()));
     let proxy = ClientProxy::start(&topology.standin, &options).await.unwrap();
     let watcher = connect(&proxy, "db", "iam_user", "app").await;
+    // Which replica holds a session, from the client address Postgres sees: the order above is
+    // what makes every cancel cross replicas, so it is checked, not assumed.
+    let replica_of = |ip: String| {
+        if ip == topology.server.db_ip().to_string() {
+            "first"
+        } else if ip == topology.replica.db_ip().to_string() {
+            "second"
+        } else {
+            panic!("a session from {ip}, neither replica")
+        }
+    };
+    let client_ip = "SELECT host(inet_client_addr())";
+    assert_eq!(replica_of(watcher.query_one(client_ip, &[]).await.unwrap().get(0)), "first");
     for round in 0..4 {
         let client = connect(&proxy, "db", "iam_user", "app").await;
+        let replica = replica_of(client.query_one(client_ip, &[]).await.unwrap().get(0));
+        assert_eq!(replica, "second", "round {round}: the session must be on the replica its cancel skips");
         let query = sleeper(&format!("replicas {round}"));
         let token = client.cancel_token();
         let running_query = tokio::spawn({

@@ -203,6 +203,7 @@ async fn a_kubectl_tunnel_survives_its_pod_going_away() {
 
 /// A client proxy killed with SIGKILL cannot stop its tunnel itself; the kernel must (Linux's
 /// parent-death signal), or every crash would leave a `kubectl port-forward` behind.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_killed_client_proxy_takes_its_tunnel_with_it() {
     let topology = topology().await;
@@ -223,6 +224,7 @@ async fn a_killed_client_proxy_takes_its_tunnel_with_it() {
 }
 
 /// Whether a process runs: it exists and is not a zombie waiting for its new parent to reap it.
+#[cfg(target_os = "linux")]
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
