@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: what the other commands need on a fresh Debian machine, installed.
 //!
-//! Docker and the Rust toolchain are taken as given. Debian packages are installed with
+//! Docker and the Rust toolchain (with a C compiler and linker, which it needs anyway) are
+//! taken as given; the package names are Debian 12's (bookworm). Debian packages are installed with
 //! apt-get when this runs as root on a machine that has it; otherwise the missing ones are
 //! named with the command that installs them, and nothing is changed. mdBook, which Debian
 //! does not package at the version the site is built with, comes from crates.io.
@@ -21,7 +22,13 @@ use crate::step;
 /// - ca-certificates: pip and cargo over TLS;
 /// - python3-venv: the psycopg and asyncpg clients of the cancel tests, in target/e2e-venv;
 /// - nix-bin: `cargo xtask nix` parses the .nix files and evaluates the flake against stubs;
-/// - ruby: `cargo xtask dist` checks the Homebrew formula and runs its blocks.
+/// - ruby: `cargo xtask dist` checks the Homebrew formula and runs its blocks;
+/// - tmux: the picker test types into the client proxy on a terminal;
+/// - procps: `kill`, with which the tests signal the proxies;
+/// - git: the release tests commit into scratch repositories, and `dist` dates archives by the
+///   last commit.
+///
+/// The versioned names are Debian 12's (bookworm).
 pub(crate) const CI_PACKAGES: &[&str] = &[
     "mmdebstrap",
     "postgresql-15",
@@ -30,12 +37,22 @@ pub(crate) const CI_PACKAGES: &[&str] = &[
     "python3-venv",
     "nix-bin",
     "ruby",
+    "tmux",
+    "procps",
+    "git",
 ];
 
 /// What `cargo xtask bench` needs: pgbench, psql, pgbouncer (the peer it compares against),
-/// the images, and perf for the profiles.
-pub(crate) const BENCH_PACKAGES: &[&str] =
-    &["mmdebstrap", "postgresql-15", "postgresql-client-15", "pgbouncer", "linux-perf", "ca-certificates"];
+/// the images, perf for the profiles and valgrind for `--callgrind`.
+pub(crate) const BENCH_PACKAGES: &[&str] = &[
+    "mmdebstrap",
+    "postgresql-15",
+    "postgresql-client-15",
+    "pgbouncer",
+    "linux-perf",
+    "valgrind",
+    "ca-certificates",
+];
 
 /// What the demo needs: the images, and psql for the line it prints.
 pub(crate) const DEMO_PACKAGES: &[&str] = &["mmdebstrap", "postgresql-client-15", "ca-certificates"];
