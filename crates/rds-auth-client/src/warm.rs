@@ -124,8 +124,9 @@ impl WarmPool {
         state.ready.remove(at).map(|warm| warm.stream)
     }
 
-    /// How many warm connections wait now (for tests and logs).
-    pub fn ready(&self) -> usize {
+    /// How many warm connections wait now.
+    #[cfg(test)]
+    fn ready(&self) -> usize {
         self.lock().ready.len()
     }
 

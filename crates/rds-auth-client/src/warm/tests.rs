@@ -13,6 +13,11 @@ async fn pair() -> (Upstream, TcpStream) {
     (PgStream::new(Transport::plain(ours)), theirs)
 }
 
+/// The local port of a pooled connection, which tells connections apart.
+fn port(stream: &Upstream) -> u16 {
+    stream.get_ref().get_ref().local_addr().unwrap().port()
+}
+
 /// Waits until the reactor has seen the far end's close or bytes.
 async fn readable(stream: &Upstream) {
     stream.get_ref().get_ref().readable().await.unwrap();
@@ -36,16 +41,16 @@ async fn the_youngest_open_connection_is_taken_and_stale_ones_are_not() {
     assert_eq!(pool.reserve(start), 2);
     let (older, _far_older) = pair().await;
     let (younger, _far_younger) = pair().await;
-    let older_port = older.get_ref().get_ref().local_addr().unwrap().port();
-    let younger_port = younger.get_ref().get_ref().local_addr().unwrap().port();
+    let older_port = port(&older);
+    let younger_port = port(&younger);
     assert!(pool.fill(Some(older), start).is_some());
     assert!(pool.fill(Some(younger), start + Duration::from_secs(1)).is_some());
     assert_eq!(pool.ready(), 2);
 
     let taken = pool.take(start + Duration::from_secs(2)).unwrap();
-    assert_eq!(taken.get_ref().get_ref().local_addr().unwrap().port(), younger_port);
+    assert_eq!(port(&taken), younger_port);
     let taken = pool.take(start + Duration::from_secs(2)).unwrap();
-    assert_eq!(taken.get_ref().get_ref().local_addr().unwrap().port(), older_port);
+    assert_eq!(port(&taken), older_port);
     assert!(pool.take(start).is_none());
 
     assert_eq!(pool.reserve(start), 2);
